@@ -1,0 +1,1 @@
+//! Reconstruction of full backups from a chain of incremental backups.

@@ -1,0 +1,1 @@
+//! The PostgreSQL frontend/backend and replication protocols, spoken natively.

@@ -1,0 +1,1 @@
+//! WAL summary files (`pg_wal/summaries/*.summary`): block reference tables.
