@@ -2,12 +2,15 @@
 //!
 //! This crate owns the small, stable facts of PostgreSQL's on-disk world that more than one
 //! engine needs: log sequence numbers and timelines, relation file names and forks, WAL segment
-//! names, `backup_label` and `global/pg_control`. It does no I/O beyond reading the one file a
+//! names, `backup_label`, `global/pg_control`, `backup_manifest` and its
+//! per-file checksums. It does no I/O beyond reading the one file a
 //! caller names, and it never panics on input.
 
 pub mod backup_label;
+pub mod checksum;
 pub mod control;
 pub mod lsn;
+pub mod manifest;
 pub mod relfile;
 pub mod walfile;
 

@@ -1,0 +1,347 @@
+//! One backup run: connections, BASE_BACKUP events, the writer thread, the WAL streamer, and
+//! the final rename.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pgincr_protocol::{
+    replication_config, BackupEvent, BaseBackupOptions, Connection, TablespaceInfo,
+};
+use pgincr_types::{Lsn, TimeLineId};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::checks;
+use crate::error::{BackupError, Result};
+use crate::options::{Algorithm, BackupOptions, Format, WalMethod};
+use crate::sink::{Sink, SinkSetup};
+use crate::staging::{check_empty_or_missing, mkdir_0700, Staging};
+use crate::wal::{self, WalSetup, WalStats};
+
+/// What a finished backup reports (`--json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupSummary {
+    pub directory: PathBuf,
+    pub format: &'static str,
+    pub incremental: bool,
+    pub system_identifier: String,
+    pub start_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub timeline: TimeLineId,
+    /// Archive bytes received from the server (uncompressed tar).
+    pub bytes: u64,
+    /// Files extracted (plain) or archives written (tar).
+    pub files: u64,
+    pub wal_bytes_streamed: u64,
+    pub duration_seconds: f64,
+}
+
+/// A cancellation signal: the backup stops when the value becomes `true`.
+pub type CancelSignal = watch::Receiver<bool>;
+
+async fn cancelled(rx: &mut CancelSignal) {
+    loop {
+        if *rx.borrow() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // Nobody can cancel any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn validate(o: &BackupOptions) -> Result<()> {
+    let bad = |m: &str| Err(BackupError::Target(m.to_string()));
+    if o.compression.is_some() && o.format == Format::Plain {
+        return bad("compression (-Z) is only available with tar format (-F t)");
+    }
+    if !o.tablespace_mapping.is_empty() && o.format == Format::Tar {
+        return bad("tablespace mapping (-T) is only available with plain format (-F p)");
+    }
+    if o.create_slot && o.slot.is_none() {
+        return bad("--create-slot (-C) needs a slot name (-S)");
+    }
+    if o.slot.is_some() && o.wal != WalMethod::Stream {
+        return bad("replication slots (-S) are only used with WAL streaming (-X stream)");
+    }
+    for (old, new) in &o.tablespace_mapping {
+        if !old.is_absolute() || !new.is_absolute() {
+            return bad("tablespace mappings (-T OLDDIR=NEWDIR) need absolute directories");
+        }
+    }
+    Ok(())
+}
+
+/// Takes a backup as `opts` says. On failure nothing is left at the target, the temporary
+/// directory and any tablespace directories it created are removed, and the server's
+/// backup ends with the connection.
+pub async fn run(opts: BackupOptions, cancel: CancelSignal) -> Result<BackupSummary> {
+    validate(&opts)?;
+    let started = Instant::now();
+    let mut staging = Staging::create(&opts.target)?;
+    let mut tasks = Tasks::default();
+    let result = run_in(&opts, cancel, &mut staging, &mut tasks, started).await;
+    // On failure, stop the streamer before its files are removed.
+    if let Some(h) = tasks.streamer.take() {
+        h.abort();
+        let _ = h.await;
+    }
+    let summary = result?;
+    let no_sync = opts.no_sync;
+    let dir = tokio::task::spawn_blocking(move || staging.commit(no_sync))
+        .await
+        .map_err(|e| BackupError::Other(format!("sync task failed: {e}")))??;
+    Ok(BackupSummary {
+        directory: dir,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        ..summary
+    })
+}
+
+/// Background work of a run, joined by [`run`] whatever happens.
+#[derive(Default)]
+struct Tasks {
+    streamer: Option<tokio::task::JoinHandle<Result<WalStats>>>,
+}
+
+async fn run_in(
+    opts: &BackupOptions,
+    mut cancel: CancelSignal,
+    staging: &mut Staging,
+    tasks: &mut Tasks,
+    started: Instant,
+) -> Result<BackupSummary> {
+    let mut base = opts.conn.clone();
+    base.apply_process_env();
+    let old = match &opts.incremental {
+        Some(p) => {
+            let (bytes, m) = checks::read_old_manifest(p)?;
+            checks::check_server(&base, p, &m).await?;
+            Some((p.clone(), bytes, m))
+        }
+        None => None,
+    };
+    let repl = replication_config(&base, "pgincr");
+    let mut conn = Connection::connect(&repl.resolve()?).await?;
+    let major = conn.server_major().unwrap_or(0);
+    if major < 15 {
+        return Err(BackupError::Refused(format!(
+            "the server runs PostgreSQL {major}; pgincr backup needs PostgreSQL 15 or later (17 or later for -i)"
+        )));
+    }
+    if conn.parameter("integer_datetimes") == Some("off") {
+        return Err(BackupError::Refused(
+            "the server uses floating-point datetimes, which pgincr does not support".into(),
+        ));
+    }
+    let seg_size = pgincr_protocol::parse_wal_segment_size(&conn.show("wal_segment_size").await?)?;
+    let sys = conn.identify_system().await?;
+    if let Some((path, bytes, m)) = &old {
+        if m.system_identifier != Some(sys.system_identifier) {
+            return Err(BackupError::Refused(format!(
+                "the prior backup's manifest \"{}\" is from database system {}, but the server is system {}: use the manifest of a backup of this server",
+                path.display(),
+                m.system_identifier.unwrap_or(0),
+                sys.system_identifier
+            )));
+        }
+        conn.upload_manifest(bytes)
+            .await
+            .map_err(|e| match e.db() {
+                Some(db) => BackupError::Refused(format!(
+                    "the server refused the prior backup's manifest \"{}\": {db}",
+                    path.display()
+                )),
+                None => e.into(),
+            })?;
+    }
+    let cancel_token = conn.cancel_token();
+    let bb = BaseBackupOptions {
+        incremental: old.is_some(),
+        label: Some(opts.label.clone()),
+        progress: opts.progress.is_some(),
+        checkpoint: Some(opts.checkpoint),
+        wal: opts.wal == WalMethod::Fetch,
+        wait: (opts.wal != WalMethod::None).then_some(false),
+        manifest: true,
+        manifest_checksums: opts.manifest_checksums.clone(),
+        tablespace_map: opts.format == Format::Tar,
+        max_rate: opts.max_rate,
+        verify_checksums: None,
+    };
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let link_map = opts
+        .tablespace_mapping
+        .iter()
+        .map(|(o, n)| (o.display().to_string(), n.display().to_string()))
+        .collect();
+    let mut sink = Sink::new(SinkSetup {
+        format: opts.format,
+        dir: staging.dir().to_path_buf(),
+        link_map,
+        compression: opts.compression,
+        threads,
+    });
+    let (end_tx, end_rx) = watch::channel(None);
+    let wal_dir = match opts.format {
+        Format::Plain => staging.dir().join("pg_wal"),
+        Format::Tar => staging.dir().join(".pgincr-wal"),
+    };
+    let mut stream = conn.base_backup(&bb).await?;
+    let (mut start, mut end) = (None, None);
+    let mut tablespaces: Vec<TablespaceInfo> = Vec::new();
+    let mut total: Option<u64> = None;
+    let mut received: u64 = 0;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = cancelled(&mut cancel) => {
+                if let Some(t) = &cancel_token {
+                    let _ = t.cancel().await;
+                }
+                return Err(BackupError::Cancelled);
+            }
+        };
+        let Some(ev) = ev? else { break };
+        match ev {
+            BackupEvent::Start { lsn, tli } => {
+                start = Some((lsn, tli));
+                tracing::info!("backup started at {lsn} on timeline {tli}");
+                if opts.wal == WalMethod::Stream {
+                    let setup = WalSetup {
+                        conn: repl.clone(),
+                        system_identifier: sys.system_identifier,
+                        start: lsn,
+                        tli,
+                        seg_size,
+                        dir: wal_dir.clone(),
+                        slot: opts.slot.clone(),
+                        create_slot: opts.create_slot,
+                        no_sync: opts.no_sync,
+                    };
+                    tasks.streamer = Some(tokio::spawn(wal::stream(setup, end_rx.clone())));
+                }
+            }
+            BackupEvent::Tablespaces(list) => {
+                total = opts
+                    .progress
+                    .as_ref()
+                    .map(|_| list.iter().filter_map(|t| t.size_kb).sum::<u64>() * 1024);
+                if opts.format == Format::Plain {
+                    for t in &list {
+                        if let (Some(_), Some(loc)) = (t.oid, &t.location) {
+                            prepare_tablespace(opts, staging, loc)?;
+                        }
+                    }
+                }
+                tablespaces = list;
+            }
+            BackupEvent::ArchiveStart { name, location } => {
+                let root = match (&location, opts.format) {
+                    (Some(loc), Format::Plain) => Some(tablespace_root(opts, staging.dir(), loc)),
+                    _ => None,
+                };
+                sink.archive(name, root)?;
+            }
+            BackupEvent::ArchiveData(b) => {
+                received += b.len() as u64;
+                if let Some(p) = &opts.progress {
+                    p(received, total);
+                }
+                sink.data(&b)?;
+            }
+            BackupEvent::Progress(_) => {}
+            BackupEvent::ManifestStart => {}
+            BackupEvent::ManifestData(b) => {
+                sink.manifest(&b)?;
+            }
+            BackupEvent::End { lsn, tli } => {
+                end = Some((lsn, tli));
+                let _ = end_tx.send(Some(lsn));
+            }
+        }
+    }
+    drop(stream);
+    let stats = sink.finish()?;
+    let (Some((start_lsn, start_tli)), Some((end_lsn, _end_tli))) = (start, end) else {
+        return Err(BackupError::Other(
+            "the server did not report the backup's start and end".into(),
+        ));
+    };
+    let mut wal_bytes = 0;
+    if let Some(h) = tasks.streamer.take() {
+        let st = h
+            .await
+            .map_err(|e| BackupError::Other(format!("WAL streamer: {e}")))??;
+        wal_bytes = st.bytes;
+    }
+    let _ = conn.close().await;
+    if opts.format == Format::Tar && opts.wal == WalMethod::Stream {
+        let gzip = opts.compression.filter(|c| c.algorithm == Algorithm::Gzip);
+        let dir = staging.dir().to_path_buf();
+        let wd = wal_dir.clone();
+        tokio::task::spawn_blocking(move || crate::waltar::write(&wd, &dir, gzip, threads))
+            .await
+            .map_err(|e| BackupError::Other(format!("pg_wal.tar task: {e}")))??;
+    }
+    let _ = tablespaces;
+    Ok(BackupSummary {
+        directory: opts.target.clone(),
+        format: match opts.format {
+            Format::Plain => "plain",
+            Format::Tar => "tar",
+        },
+        incremental: old.is_some(),
+        system_identifier: sys.system_identifier.to_string(),
+        start_lsn,
+        end_lsn,
+        timeline: start_tli,
+        bytes: received,
+        files: stats.files,
+        wal_bytes_streamed: wal_bytes,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn map_location(opts: &BackupOptions, loc: &str) -> PathBuf {
+    for (old, new) in &opts.tablespace_mapping {
+        if Path::new(loc) == old {
+            return new.clone();
+        }
+    }
+    PathBuf::from(loc)
+}
+
+/// Where a plain-format tablespace archive goes: the mapped location, or inside the backup for
+/// an in-place (relative) tablespace.
+fn tablespace_root(opts: &BackupOptions, staging: &Path, loc: &str) -> PathBuf {
+    if Path::new(loc).is_absolute() {
+        map_location(opts, loc)
+    } else {
+        staging.join(loc)
+    }
+}
+
+/// Checks a tablespace target is empty or missing, creates it, and registers it for removal
+/// on failure.
+fn prepare_tablespace(opts: &BackupOptions, staging: &mut Staging, loc: &str) -> Result<()> {
+    if !Path::new(loc).is_absolute() {
+        return Ok(());
+    }
+    let dir = map_location(opts, loc);
+    let existed = check_empty_or_missing(&dir, "tablespace directory").map_err(|e| match e {
+        BackupError::Target(m) => BackupError::Target(format!(
+            "{m}; when backing up on the same machine as the server, map it elsewhere with -T {loc}=NEWDIR"
+        )),
+        e => e,
+    })?;
+    mkdir_0700(&dir)?;
+    staging.created_outside(dir, existed);
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! ustar headers: parsed as the server writes them (section 13.4 of the format reference) and
+//! built for the `pg_wal.tar` this client writes itself.
+
+/// One tar block.
+pub const BLOCK: usize = 512;
+
+/// Member types the server sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other(u8),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Normalised: no leading `./`, no trailing `/`.
+    pub name: String,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: u64,
+    pub link: String,
+}
+
+fn cstr(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    &field[..end]
+}
+
+/// Octal terminated by space or NUL, or GNU base-256 (first byte 0x80).
+fn number(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|&b| b & 0x80 != 0) {
+        let mut v: u64 = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(v);
+    }
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|&b| (b'0'..=b'7').contains(&b))
+        .collect();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&digits).ok()?, 8).ok()
+}
+
+fn checksum(block: &[u8]) -> u64 {
+    block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u64::from(b' ')
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum()
+}
+
+/// Parses one header block. `Ok(None)` is an all-zero (end-of-archive) block.
+pub fn parse(block: &[u8; BLOCK]) -> Result<Option<Header>, String> {
+    if block.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let stored = number(&block[148..156]).ok_or("unreadable header checksum")?;
+    if stored != checksum(block) {
+        return Err("tar header checksum mismatch".into());
+    }
+    let mut raw = cstr(&block[0..100]).to_vec();
+    if &block[257..262] == b"ustar" {
+        let prefix = cstr(&block[345..500]);
+        if !prefix.is_empty() {
+            let mut p = prefix.to_vec();
+            p.push(b'/');
+            p.extend_from_slice(&raw);
+            raw = p;
+        }
+    }
+    let name = String::from_utf8(raw).map_err(|_| "member name is not UTF-8".to_string())?;
+    let name = normalise(&name)?;
+    let kind = match block[156] {
+        b'0' | 0 => Kind::File,
+        b'5' => Kind::Dir,
+        b'2' => Kind::Symlink,
+        t => Kind::Other(t),
+    };
+    let size = number(&block[124..136]).ok_or("unreadable member size")?;
+    let mode = number(&block[100..108]).unwrap_or(0o600) as u32;
+    let mtime = number(&block[136..148]).unwrap_or(0);
+    let link = String::from_utf8_lossy(cstr(&block[157..257])).into_owned();
+    Ok(Some(Header {
+        name,
+        kind,
+        size,
+        mode,
+        mtime,
+        link,
+    }))
+}
+
+/// Strips `./` prefixes and a trailing `/`; refuses absolute names and `..` components, which
+/// would write outside the backup.
+pub fn normalise(name: &str) -> Result<String, String> {
+    let mut n = name;
+    while let Some(rest) = n.strip_prefix("./") {
+        n = rest;
+    }
+    let n = n.trim_end_matches('/');
+    if n.is_empty() || n == "." {
+        return Ok(String::new());
+    }
+    if n.starts_with('/') || n.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Err(format!("refusing unsafe member name \"{name}\""));
+    }
+    Ok(n.to_string())
+}
+
+fn put_octal(field: &mut [u8], v: u64) {
+    let width = field.len() - 1;
+    let s = format!("{v:0width$o}");
+    field[..width].copy_from_slice(&s.as_bytes()[s.len() - width..]);
+    field[width] = b' ';
+}
+
+/// A header like the server's `tarCreateHeader` for a regular file (mode 0600).
+pub fn file_header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK], String> {
+    if name.len() > 99 {
+        return Err(format!("file name too long for tar format: \"{name}\""));
+    }
+    let mut h = [0u8; BLOCK];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    put_octal(&mut h[100..108], 0o600);
+    put_octal(&mut h[108..116], 0);
+    put_octal(&mut h[116..124], 0);
+    if size < 0o77777777777 {
+        put_octal(&mut h[124..136], size);
+    } else {
+        h[124] = 0x80;
+        h[128..136].copy_from_slice(&size.to_be_bytes());
+    }
+    put_octal(&mut h[136..148], mtime);
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[265..273].copy_from_slice(b"postgres");
+    h[297..305].copy_from_slice(b"postgres");
+    put_octal(&mut h[329..337], 0);
+    put_octal(&mut h[337..345], 0);
+    let sum = checksum(&h);
+    put_octal(&mut h[148..156], sum);
+    Ok(h)
+}
+
+/// Zero bytes needed after `size` bytes of data to reach a block boundary.
+pub fn padding(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let h = file_header("000000010000000000000002", 16 << 20, 1_700_000_000).unwrap();
+        let p = parse(&h).unwrap().unwrap();
+        assert_eq!(p.name, "000000010000000000000002");
+        assert_eq!(p.size, 16 << 20);
+        assert_eq!(p.kind, Kind::File);
+        let mut bad = h;
+        bad[0] ^= 1;
+        assert!(parse(&bad).is_err());
+        assert_eq!(
+            normalise("./pg_wal/summaries/").unwrap(),
+            "pg_wal/summaries"
+        );
+        assert!(normalise("../etc/passwd").is_err());
+        assert!(normalise("/abs").is_err());
+        assert!(parse(&[0u8; BLOCK]).unwrap().is_none());
+        assert_eq!(
+            number(&[0x80, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]),
+            Some(2 << 32)
+        );
+        assert_eq!(padding(512), 0);
+        assert_eq!(padding(1), 511);
+    }
+}

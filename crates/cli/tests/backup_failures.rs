@@ -1,0 +1,229 @@
+//! Failure paths of `pgincr backup`: each refusal explains itself, and a failed or cancelled
+//! run leaves nothing that looks like a backup while the server side ends cleanly.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pgincr_testkit::{output, Cluster, Major};
+
+fn pgincr(c: &Cluster) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgincr"));
+    cmd.env_remove("PGPASSWORD")
+        .env("PGHOST", c.socket_dir())
+        .env("PGPORT", c.port().to_string())
+        .env("PGUSER", "postgres");
+    cmd.arg("backup");
+    cmd
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let o: Output = output(cmd);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    err
+}
+
+/// Nothing in `parent` but the names given (no target, no hidden partial directory).
+fn only(parent: &Path, names: &[&str]) {
+    let mut left: Vec<String> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(left, want, "leftovers in {}", parent.display());
+}
+
+fn wait_until(c: &Cluster, sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.sql(sql) != "t" {
+        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A slow backup to interrupt: throttled to 32 kB/s, with a tablespace to clean up.
+fn slow_backup(c: &Cluster, dir: &Path, ts_old: &Path, ts_new: &Path) -> std::process::Child {
+    pgincr(c)
+        .arg("-D")
+        .arg(dir)
+        .args(["-c", "fast", "-r", "32"])
+        .arg("-T")
+        .arg(format!("{}={}", ts_old.display(), ts_new.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn failures(major: Major) {
+    let Some(mut c) = Cluster::start(major) else {
+        return;
+    };
+    let scratch = pgincr_testkit::scratch("pgincr-backup-fail-");
+    let s = scratch.path();
+    let ts = c.create_tablespace("tsf");
+    c.sql("CREATE TABLE t TABLESPACE tsf AS SELECT g FROM generate_series(1, 100000) g");
+
+    // A non-empty target is refused before anything happens.
+    let busy = s.join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("x"), b"x").unwrap();
+    let e = fails(pgincr(&c).arg("-D").arg(&busy));
+    assert!(e.contains("not empty"), "{e}");
+
+    // An unreadable or corrupt old manifest is refused with the file named.
+    let e = fails(
+        pgincr(&c)
+            .arg("-D")
+            .arg(s.join("b1"))
+            .arg("-i")
+            .arg(s.join("missing_manifest")),
+    );
+    assert!(e.contains("missing_manifest"), "{e}");
+    std::fs::write(
+        s.join("bad_manifest"),
+        b"{ \"PostgreSQL-Backup-Manifest-Version\": 2 }",
+    )
+    .unwrap();
+    let e = fails(
+        pgincr(&c)
+            .arg("-D")
+            .arg(s.join("b1"))
+            .arg("-i")
+            .arg(s.join("bad_manifest")),
+    );
+    assert!(e.contains("bad_manifest"), "{e}");
+
+    // A full backup to build on.
+    let full = s.join("full");
+    c.run(
+        pgincr(&c)
+            .arg("-D")
+            .arg(&full)
+            .args(["-c", "fast", "-X", "none"])
+            .arg("-T")
+            .arg(format!("{}={}", ts.display(), s.join("ts-full").display())),
+    );
+
+    // A manifest from another system (valid checksum, other identifier) is refused.
+    let m = pgincr_types::manifest::Manifest::read(&full.join("backup_manifest")).unwrap();
+    let other = pgincr_types::manifest::Manifest {
+        system_identifier: Some(42),
+        ..m
+    };
+    let f = std::fs::File::create(s.join("other_manifest")).unwrap();
+    other.write_to(f).unwrap();
+    let e = fails(
+        pgincr(&c)
+            .arg("-D")
+            .arg(s.join("b1"))
+            .arg("-i")
+            .arg(s.join("other_manifest")),
+    );
+    assert!(e.contains("system") && e.contains("42"), "{e}");
+
+    // summarize_wal off: refused with the fix.
+    c.sql("ALTER SYSTEM SET summarize_wal = off");
+    c.sql("SELECT pg_reload_conf()");
+    wait_until(&c, "SELECT current_setting('summarize_wal') = 'off'");
+    let e = fails(
+        pgincr(&c)
+            .arg("-D")
+            .arg(s.join("b1"))
+            .arg("-i")
+            .arg(full.join("backup_manifest")),
+    );
+    assert!(
+        e.contains("summarize_wal") && e.contains("ALTER SYSTEM"),
+        "{e}"
+    );
+    c.sql("ALTER SYSTEM RESET summarize_wal");
+    c.sql("SELECT pg_reload_conf()");
+    wait_until(&c, "SELECT current_setting('summarize_wal') = 'on'");
+
+    // Wrong password: SQLSTATE shown, password never.
+    c.sql("SET password_encryption = 'scram-sha-256'; CREATE ROLE pwuser LOGIN REPLICATION PASSWORD 'right-pw'");
+    let hba = c.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("host all pwuser 127.0.0.1/32 scram-sha-256\nhost replication pwuser 127.0.0.1/32 scram-sha-256\n{old}")).unwrap();
+    c.sql("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let e = fails(
+        pgincr(&c)
+            .arg("-D")
+            .arg(s.join("b1"))
+            .args(["-h", "127.0.0.1", "-U", "pwuser", "-X", "none"])
+            .env("PGPASSWORD", "wrong-pw-xyz"),
+    );
+    assert!(e.contains("28P01") && !e.contains("wrong-pw-xyz"), "{e}");
+    // The right password works (SCRAM over TCP).
+    c.run(
+        pgincr(&c)
+            .arg("-D")
+            .arg(s.join("scram"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "pwuser",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
+            .arg("-T")
+            .arg(format!("{}={}", ts.display(), s.join("ts-scram").display()))
+            .env("PGPASSWORD", "right-pw"),
+    );
+    c.run(c.pg.tool("pg_verifybackup").arg(s.join("scram")));
+    std::fs::remove_dir_all(s.join("scram")).unwrap();
+    std::fs::remove_dir_all(s.join("ts-scram")).unwrap();
+    std::fs::remove_file(s.join("other_manifest")).unwrap();
+    std::fs::remove_file(s.join("bad_manifest")).unwrap();
+    std::fs::remove_dir_all(&busy).unwrap();
+
+    // Ctrl-C: the server's backup and temporary slot end, nothing is left behind.
+    let child = slow_backup(&c, &s.join("cancelled"), &ts, &s.join("ts-cancel"));
+    wait_until(&c, "SELECT count(*) > 0 FROM pg_stat_progress_basebackup");
+    wait_until(
+        &c,
+        "SELECT count(*) > 0 FROM pg_replication_slots WHERE temporary",
+    );
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cancel"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_until(&c, "SELECT count(*) = 0 FROM pg_stat_progress_basebackup");
+    wait_until(&c, "SELECT count(*) = 0 FROM pg_replication_slots");
+    only(s, &["full", "ts-full"]);
+
+    // The server stops mid-backup: the run fails and nothing looks complete.
+    let child = slow_backup(&c, &s.join("stopped"), &ts, &s.join("ts-stop"));
+    wait_until(&c, "SELECT count(*) > 0 FROM pg_stat_progress_basebackup");
+    c.stop();
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    only(s, &["full", "ts-full"]);
+}
+
+#[test]
+fn failures_17() {
+    failures(Major::V17);
+}
+
+#[test]
+fn failures_18() {
+    failures(Major::V18);
+}
