@@ -93,7 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let mut last = last_print.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() >= Duration::from_millis(200) || p.files_done == p.files_total {
             *last = Instant::now();
-            let pct = (p.bytes_done * 100).checked_div(p.bytes_total).unwrap_or(100);
+            let pct = (p.bytes_done * 100)
+                .checked_div(p.bytes_total)
+                .unwrap_or(100);
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,

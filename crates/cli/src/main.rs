@@ -10,7 +10,11 @@ mod combine_cmd;
 mod summary_cmd;
 
 #[derive(Parser)]
-#[command(name = "pgincr", version, about = "PostgreSQL 17/18 block-level incremental backup")]
+#[command(
+    name = "pgincr",
+    version,
+    about = "PostgreSQL 17/18 block-level incremental backup"
+)]
 struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -55,5 +59,8 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

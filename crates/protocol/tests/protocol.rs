@@ -137,7 +137,11 @@ async fn check(c: &Cluster) {
     r.drop_slot("pgincr_test_slot").await.unwrap();
     // WAL streaming: data arrives from the requested segment start; status updates are taken.
     r.create_physical_slot("tmp_slot", true).await.unwrap();
-    let seg_start = pgincr_types::Lsn(sys.xlogpos.0 & !((16 << 20) - 1));
+    // The position from before the base backup may be in a segment its checkpoint removed;
+    // the slot holds the segment of the current position.
+    c.sql("CREATE TABLE wal_maker AS SELECT 1 AS a");
+    let now = r.identify_system().await.unwrap();
+    let seg_start = pgincr_types::Lsn(now.xlogpos.0 & !((16 << 20) - 1));
     let mut w = r
         .start_replication(Some("tmp_slot"), seg_start, Some(sys.timeline))
         .await
