@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 use pgincr_testkit::{output, Cluster, Major};
 
 fn pgincr(c: &Cluster) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgincr"));
-    cmd.env_remove("PGPASSWORD")
-        .env("PGHOST", c.socket_dir())
-        .env("PGPORT", c.port().to_string())
-        .env("PGUSER", "postgres");
+    let mut cmd = c.client(env!("CARGO_BIN_EXE_pgincr"));
     cmd.arg("backup");
     cmd
 }

@@ -10,10 +10,7 @@ use std::process::Command;
 use pgincr_testkit::{output, Cluster, Major};
 
 fn pgincr(c: &Cluster) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgincr"));
-    cmd.env("PGHOST", c.socket_dir())
-        .env("PGPORT", c.port().to_string())
-        .env("PGUSER", "postgres");
+    let mut cmd = c.client(env!("CARGO_BIN_EXE_pgincr"));
     cmd.arg("backup");
     cmd
 }

@@ -369,14 +369,27 @@ impl Cluster {
         )
     }
 
-    /// A client tool command preset to reach this server (PGHOST/PGPORT/PGUSER).
+    /// A PostgreSQL client tool command preset to reach this server (see [`Cluster::client`]).
     pub fn tool(&self, name: &str) -> Command {
         let mut c = self.pg.tool(name);
+        self.connect_env(&mut c);
+        c
+    }
+
+    /// A command for any client program (such as the `pgincr` binary) preset to reach this
+    /// server over its Unix socket as `postgres`: PGHOST/PGPORT/PGUSER set, PGPASSWORD and
+    /// PGDATABASE cleared.
+    pub fn client(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        self.connect_env(&mut c);
+        c
+    }
+
+    fn connect_env(&self, c: &mut Command) {
         c.env("PGHOST", self.socket_dir())
             .env("PGPORT", self.port.to_string())
             .env("PGUSER", "postgres");
         c.env_remove("PGPASSWORD").env_remove("PGDATABASE");
-        c
     }
 
     /// Runs `cmd`; on failure panics with its output and the server log.
