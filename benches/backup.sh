@@ -18,20 +18,9 @@ SCALE=${1:-300}
 MAJOR=${2:-17}
 REPEAT=${REPEAT:-1}
 INCR_SECONDS=${INCR_SECONDS:-8}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/tmp/pgincr-bench-backup}
-# shellcheck disable=SC1091
-[ -f "$ROOT/.pg/env" ] && . "$ROOT/.pg/env"
-BIN_VAR="PGINCR_PG${MAJOR}_BIN"
-BIN=${!BIN_VAR:?"PostgreSQL $MAJOR is not installed: run scripts/install-postgres"}
-if [ -z "${PGINCR:-}" ]; then
-    (cd "$ROOT" && cargo build --release -q -p pgincr)
-    PGINCR="${CARGO_TARGET_DIR:-$ROOT/target}/release/pgincr"
-fi
-
-as_server() {
-    if [ "$(id -u)" = 0 ]; then runuser -u pgincr-pg -- "$@"; else "$@"; fi
-}
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 DATA=$BENCH_DIR/data
 SOCK=$BENCH_DIR/sock

@@ -21,20 +21,9 @@ SCALE=${SCALE:-300}
 INCR=${INCR:-6}
 SECS=${SECS:-8}
 RUNS=${RUNS:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-/tmp/pgincr-bench-combine-pg$MAJOR-s$SCALE}
-
-if [ -f "$ROOT/.pg/env" ]; then . "$ROOT/.pg/env"; fi
-binvar=PGINCR_PG${MAJOR}_BIN
-BIN=${!binvar:?PostgreSQL $MAJOR not installed: run scripts/install-postgres}
-
-echo "building pgincr (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p pgincr)
-PGINCR=${CARGO_TARGET_DIR:-$ROOT/target}/release/pgincr
-
-as_server() {
-    if [ "$(id -u)" = 0 ]; then runuser -u pgincr-pg -- "$@"; else "$@"; fi
-}
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 build_chain() {
     echo "building the chain in $WORK: PostgreSQL $MAJOR, scale $SCALE, $INCR incrementals..." >&2

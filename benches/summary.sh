@@ -14,21 +14,11 @@ MAJOR=${MAJOR:-18}
 SCALE=${SCALE:-30}
 TARGET_MB=${TARGET_MB:-64}
 RUNS=${RUNS:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-
-if [ -f "$ROOT/.pg/env" ]; then . "$ROOT/.pg/env"; fi
-binvar=PGINCR_PG${MAJOR}_BIN
-BIN=${!binvar:?PostgreSQL $MAJOR not installed: run scripts/install-postgres}
-
-echo "building pgincr (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p pgincr)
-PGINCR=${CARGO_TARGET_DIR:-$ROOT/target}/release/pgincr
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 WORK=$(mktemp -d /tmp/pgincr-bench-summary-XXXXXX)
 chmod 755 "$WORK"
-as_server() {
-    if [ "$(id -u)" = 0 ]; then runuser -u pgincr-pg -- "$@"; else "$@"; fi
-}
 cleanup() {
     as_server "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$WORK"

@@ -1,12 +1,11 @@
 //! Streaming extraction of one server archive into a directory (plain format).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::error::{BackupError, Result};
-use crate::staging::mkdir_0700;
+use crate::staging::{create_0600, mkdir_0700};
 use crate::tar::{self, Kind, BLOCK};
 
 enum State {
@@ -133,12 +132,7 @@ impl Extractor {
                         mkdir_0700(parent)?;
                     }
                 }
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| BackupError::io(&path, e))?;
+                let f = create_0600(&path)?;
                 self.file = Some((f, path));
                 self.files += 1;
                 body = h.size;

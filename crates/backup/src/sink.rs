@@ -5,15 +5,14 @@
 //! receive buffer is then free again before the next read, so it is reused while still in
 //! cache. (Handing chunks to a writer thread measured about twice the kernel copy cost.)
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::compress::{self, ArchiveOut};
 use crate::error::{BackupError, Result};
 use crate::extract::Extractor;
 use crate::options::{Compression, Format};
+use crate::staging::create_0600;
 
 pub(crate) struct SinkSetup {
     pub format: Format,
@@ -70,7 +69,7 @@ impl Sink {
                     None => name,
                 };
                 let path = self.setup.dir.join(file_name);
-                let f = create(&path)?;
+                let f = create_0600(&path)?;
                 let out = compress::open(f, self.setup.compression, self.setup.threads)
                     .map_err(|e| BackupError::io(&path, e))?;
                 Current::Tar(out, path)
@@ -92,7 +91,7 @@ impl Sink {
         if self.manifest.is_none() {
             self.end_archive()?;
             let p = self.setup.dir.join("backup_manifest.tmp");
-            self.manifest = Some((create(&p)?, p));
+            self.manifest = Some((create_0600(&p)?, p));
         }
         if let Some((f, p)) = self.manifest.as_mut() {
             f.write_all(b)
@@ -120,13 +119,4 @@ impl Sink {
         self.end_archive()?;
         Ok(self.stats)
     }
-}
-
-fn create(path: &std::path::Path) -> Result<std::fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| BackupError::io(path, e))
 }

@@ -3,7 +3,7 @@
 //! finished backup.
 
 use std::fs::{self, DirBuilder, File};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{BackupError, Result};
@@ -16,6 +16,16 @@ pub struct Staging {
     /// failure a pre-existing one is emptied, a created one removed.
     outside: Vec<(PathBuf, bool)>,
     committed: bool,
+}
+
+/// Creates a new backup file, mode 0600; an existing file is an error, never overwritten.
+pub(crate) fn create_0600(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| BackupError::io(path, e))
 }
 
 pub(crate) fn mkdir_0700(path: &Path) -> Result<()> {

@@ -1,14 +1,14 @@
 //! `pg_wal.tar` for tar format with `-X stream`: the streamed segments, their `.done` markers
 //! and history files, as pg_basebackup writes it (gzip-compressed only with `-Z gzip`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::compress;
 use crate::error::{BackupError, Result};
 use crate::options::Compression;
+use crate::staging::create_0600;
 use crate::tar;
 
 pub(crate) fn write(
@@ -23,12 +23,7 @@ pub(crate) fn write(
         "pg_wal.tar"
     };
     let path = dir.join(name);
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| BackupError::io(&path, e))?;
+    let f = create_0600(&path)?;
     let mut out = compress::open(f, gzip, threads).map_err(|e| BackupError::io(&path, e))?;
     let io = |e| BackupError::io(&path, e);
     let mut members: Vec<String> = Vec::new();

@@ -400,15 +400,7 @@ fn estimate_cmd(a: EstimateArgs) -> anyhow::Result<i32> {
         Some(m) => Some(estimate::manifest_paths(m)?),
         None => None,
     };
-    let params = EstimateParams {
-        blcksz: control.blcksz,
-        relseg_size: control.relseg_size,
-        tablespace_version_dir: estimate::tablespace_version_dir(
-            control.major_version(),
-            control.catalog_version_no,
-        ),
-        prior_files,
-    };
+    let params = EstimateParams::for_cluster(&control, prior_files);
     let mut est = estimate::estimate(&a.data_dir, &table, &params)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());

@@ -8,7 +8,7 @@
 //! between majors (`synthetic_chains.rs` covers both with tiny segments).
 
 use pgincr_combine::{combine, CombineOptions};
-use pgincr_testkit::{run, scratch, Cluster, Major};
+use pgincr_testkit::{manifest_without_mtimes, run, scratch, Cluster, Major};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -86,19 +86,6 @@ fn assert_same_tree(reference: &Path, ours: &Path) {
             p.display()
         );
     }
-}
-
-/// The manifest without `Last-Modified` (mtimes of the output files) and its checksum line.
-fn normalized_manifest(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("backup_manifest")).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with("\"Manifest-Checksum\""))
-        .map(|l| match l.find(", \"Last-Modified\": \"") {
-            Some(i) => format!("{}{}", &l[..i], &l[i + 43..]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]
@@ -179,8 +166,8 @@ fn pg18_relation_over_1gb_matches_pg_combinebackup() {
     assert!(out.join(format!("{rel}.1")).exists());
     assert_same_tree(&reference, &out);
     assert_eq!(
-        normalized_manifest(&reference),
-        normalized_manifest(&out),
+        manifest_without_mtimes(&reference),
+        manifest_without_mtimes(&out),
         "manifests differ"
     );
     std::fs::remove_dir_all(&reference).unwrap();

@@ -9,7 +9,7 @@
 //! by `synthetic_chains.rs`, whose chains use a 4-block segment size.
 
 use pgincr_combine::{combine, CombineError, CombineOptions, CopyMode, TablespaceMapping};
-use pgincr_testkit::{output, run, scratch, Cluster, Major};
+use pgincr_testkit::{manifest_without_mtimes, output, run, scratch, Cluster, Major};
 use pgincr_types::manifest::Manifest;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -163,19 +163,6 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// The manifest without `Last-Modified` (mtimes of the output files) and its checksum line.
-fn normalized_manifest(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("backup_manifest")).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with("\"Manifest-Checksum\""))
-        .map(|l| match l.find(", \"Last-Modified\": \"") {
-            Some(i) => format!("{}{}", &l[..i], &l[i + 43..]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn assert_same_tree(reference: &Path, ours: &Path, what: &str) {
     let (a, b) = (tree(reference), tree(ours));
     let names_a: Vec<_> = a.keys().collect();
@@ -237,8 +224,8 @@ fn check_major(major: Major) {
     assert_same_tree(&reference, &out, "copy mode");
     assert_same_tree(&ref_ts, &out_ts, "copy mode tablespace");
     assert_eq!(
-        normalized_manifest(&reference),
-        normalized_manifest(&out),
+        manifest_without_mtimes(&reference),
+        manifest_without_mtimes(&out),
         "manifests differ"
     );
     assert_eq!(
@@ -285,8 +272,8 @@ fn check_major(major: Major) {
         assert_same_tree(&reference, &o, name);
         assert_same_tree(&ref_ts, &ots, name);
         assert_eq!(
-            normalized_manifest(&reference),
-            normalized_manifest(&o),
+            manifest_without_mtimes(&reference),
+            manifest_without_mtimes(&o),
             "{name}: manifests differ"
         );
         run(c.pg.tool("pg_verifybackup").arg(&o));

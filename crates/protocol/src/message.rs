@@ -125,6 +125,18 @@ impl Body {
         }
         Ok(self.b.get_i16())
     }
+    /// Reads an Int16 item count whose items take at least `min_item_len` bytes each, so a
+    /// count that cannot fit the rest of the body is refused before anything is allocated.
+    fn count(&mut self, min_item_len: usize) -> Result<usize> {
+        let n = self.i16()?;
+        match usize::try_from(n) {
+            Ok(n) if n * min_item_len <= self.b.remaining() => Ok(n),
+            _ => Err(Error::protocol(format!(
+                "{} count {n} does not fit its length",
+                self.what
+            ))),
+        }
+    }
     fn i32(&mut self) -> Result<i32> {
         if self.b.remaining() < 4 {
             return Err(self.short());
@@ -159,14 +171,9 @@ pub fn decode(tag: u8, body: Bytes) -> Result<Backend> {
                 b: body,
                 what: "DataRow",
             };
-            let n = b.i16()?;
-            // Each column takes at least 4 bytes, which bounds the allocation by the body size.
-            if n < 0 || n as usize * 4 > b.b.remaining() {
-                return Err(Error::protocol(
-                    "DataRow column count does not fit its length",
-                ));
-            }
-            let mut cols = Vec::with_capacity(n as usize);
+            // Each column takes at least its 4-byte length.
+            let n = b.count(4)?;
+            let mut cols = Vec::with_capacity(n);
             for _ in 0..n {
                 let len = b.i32()?;
                 cols.push(if len < 0 {
@@ -182,13 +189,9 @@ pub fn decode(tag: u8, body: Bytes) -> Result<Backend> {
                 b: body,
                 what: "RowDescription",
             };
-            let n = b.i16()?;
-            if n < 0 || n as usize * 19 > b.b.remaining() {
-                return Err(Error::protocol(
-                    "RowDescription field count does not fit its length",
-                ));
-            }
-            let mut cols = Vec::with_capacity(n as usize);
+            // Each field takes at least 19 bytes: an empty name and six integers.
+            let n = b.count(19)?;
+            let mut cols = Vec::with_capacity(n);
             for _ in 0..n {
                 let name = b.cstr()?;
                 let _table = b.i32()?;

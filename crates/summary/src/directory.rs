@@ -141,20 +141,17 @@ pub fn select_for_range(
             end,
         });
     }
+    // Sweep a cursor through the files in start order: the first file that starts past the
+    // cursor, or running out of files, leaves a hole from the cursor on.
     let mut cursor = start;
+    let mut hole_end = end;
     for f in &keep {
         if cursor >= end {
             break;
         }
         if f.start > cursor {
-            return Err(SummaryError::Incomplete {
-                dir: dir.to_path_buf(),
-                tli,
-                start,
-                end,
-                missing_from: cursor,
-                missing_to: f.start.min(end),
-            });
+            hole_end = f.start.min(end);
+            break;
         }
         cursor = cursor.max(f.end);
     }
@@ -165,7 +162,7 @@ pub fn select_for_range(
             start,
             end,
             missing_from: cursor,
-            missing_to: end,
+            missing_to: hole_end,
         });
     }
     Ok(keep)

@@ -57,6 +57,24 @@ pub struct EstimateParams {
     pub prior_files: Option<HashSet<String>>,
 }
 
+impl EstimateParams {
+    /// The parameters of the cluster whose `pg_control` is `control`.
+    pub fn for_cluster(
+        control: &pgincr_types::ControlFile,
+        prior_files: Option<HashSet<String>>,
+    ) -> EstimateParams {
+        EstimateParams {
+            blcksz: control.blcksz,
+            relseg_size: control.relseg_size,
+            tablespace_version_dir: tablespace_version_dir(
+                control.major_version(),
+                control.catalog_version_no,
+            ),
+            prior_files,
+        }
+    }
+}
+
 /// How one relation file would be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "method", rename_all = "lowercase")]

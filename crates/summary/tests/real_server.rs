@@ -262,15 +262,8 @@ fn check_estimate(c: &Cluster, full: &Path, incr: &Path) {
     .unwrap();
     let table = pgincr_summary::merge_files(&used).unwrap();
     let control = ControlFile::read(&c.data_dir().join("global/pg_control")).unwrap();
-    let params = EstimateParams {
-        blcksz: control.blcksz,
-        relseg_size: control.relseg_size,
-        tablespace_version_dir: estimate::tablespace_version_dir(
-            control.major_version(),
-            control.catalog_version_no,
-        ),
-        prior_files: Some(estimate::manifest_paths(&manifest).unwrap()),
-    };
+    let params =
+        EstimateParams::for_cluster(&control, Some(estimate::manifest_paths(&manifest).unwrap()));
     let est = estimate::estimate(c.data_dir(), &table, &params).unwrap();
     assert!(est.incremental_files > 100 && est.full_files > 0, "{est:?}");
     let mut mismatches = Vec::new();

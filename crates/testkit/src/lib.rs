@@ -532,6 +532,25 @@ fn append(path: &Path, text: &str) {
         .unwrap_or_else(|e| panic!("write {path:?}: {e}"));
 }
 
+/// `dir/backup_manifest` without what legitimately differs between two combines of the same
+/// chain: each file's `Last-Modified` (the output files' own mtimes) and, following from it,
+/// the `Manifest-Checksum` line. Comparing two of these compares everything else byte for byte.
+pub fn manifest_without_mtimes(dir: &Path) -> String {
+    let path = dir.join("backup_manifest");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
+    const KEY: &str = ", \"Last-Modified\": \"";
+    // The value is always "YYYY-MM-DD HH:MM:SS GMT" plus its closing quote.
+    const VALUE_LEN: usize = "2026-01-01 00:00:00 GMT\"".len();
+    text.lines()
+        .filter(|l| !l.starts_with("\"Manifest-Checksum\""))
+        .map(|l| match l.find(KEY) {
+            Some(i) => format!("{}{}", &l[..i], &l[i + KEY.len() + VALUE_LEN..]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A scratch directory (for backups and outputs), removed on drop.
 pub fn scratch(prefix: &str) -> tempfile::TempDir {
     let d = tempfile::Builder::new()

@@ -1,0 +1,20 @@
+# Sourced by the bench scripts after they set MAJOR: finds the PostgreSQL tool set of that
+# major version (BIN), builds pgincr in release mode unless PGINCR names a binary, and defines
+# as_server, which runs a command as the account postgres runs as (pgincr-pg when root).
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC1091
+if [ -f "$ROOT/.pg/env" ]; then . "$ROOT/.pg/env"; fi
+binvar=PGINCR_PG${MAJOR}_BIN
+BIN=${!binvar:?PostgreSQL $MAJOR is not installed: run scripts/install-postgres}
+
+if [ -z "${PGINCR:-}" ]; then
+    echo "building pgincr (release)..." >&2
+    (cd "$ROOT" && cargo build --release -q -p pgincr)
+    PGINCR=${CARGO_TARGET_DIR:-$ROOT/target}/release/pgincr
+fi
+
+as_server() {
+    if [ "$(id -u)" = 0 ]; then runuser -u pgincr-pg -- "$@"; else "$@"; fi
+}
