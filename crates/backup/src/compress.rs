@@ -5,13 +5,13 @@
 //! block, like pigz), lz4 as one frame of independent blocks. zstd uses libzstd's own workers.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::options::{Algorithm, Compression};
+use pgincr_io::SeqWriter;
 
 /// Where an archive's bytes go.
 pub trait ArchiveOut: Send {
@@ -20,53 +20,54 @@ pub trait ArchiveOut: Send {
     fn finish(self: Box<Self>) -> io::Result<()>;
 }
 
-/// Uncompressed: each received chunk is written as it is, with no copy.
-struct PlainOut(File);
+/// Uncompressed: each received chunk goes to the file's writer as it is.
+struct PlainOut(SeqWriter);
 
 impl ArchiveOut for PlainOut {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
     }
     fn finish(self: Box<Self>) -> io::Result<()> {
-        Ok(())
+        self.0.finish().map(drop)
     }
 }
 
-struct ZstdOut(zstd::stream::write::Encoder<'static, BufWriter<File>>);
+struct ZstdOut(zstd::stream::write::Encoder<'static, SeqWriter>);
 
 impl ArchiveOut for ZstdOut {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
     }
     fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.finish()?.flush()
+        self.0.finish()?.finish().map(drop)
     }
 }
 
 /// lz4 frame on one thread (liblz4's streaming API, 256 KB linked blocks, as pg_basebackup).
-struct Lz4Out(lz4::Encoder<BufWriter<File>>);
+struct Lz4Out(lz4::Encoder<SeqWriter>);
 
 impl ArchiveOut for Lz4Out {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
     }
     fn finish(self: Box<Self>) -> io::Result<()> {
-        let (mut w, r) = self.0.finish();
+        let (w, r) = self.0.finish();
         r?;
-        w.flush()
+        w.finish().map(drop)
     }
 }
 
-/// Opens the output for one archive.
+/// Opens the output for one archive. `out` gathers small writes itself (it stages aligned
+/// blocks for direct I/O), so no further buffering is needed.
 pub fn open(
-    file: File,
+    out: SeqWriter,
     compression: Option<Compression>,
     threads: usize,
 ) -> io::Result<Box<dyn ArchiveOut>> {
     let Some(c) = compression else {
-        return Ok(Box::new(PlainOut(file)));
+        return Ok(Box::new(PlainOut(out)));
     };
-    let w = BufWriter::with_capacity(1 << 20, file);
+    let w = out;
     let threads = threads.max(1);
     Ok(match c.algorithm {
         Algorithm::Zstd => {
@@ -259,7 +260,7 @@ type Job = (u64, Vec<u8>, bool);
 /// Compresses fixed-size blocks on worker threads and writes them in order. At most
 /// `2 × threads` blocks are in flight, which bounds memory.
 struct Parallel {
-    out: BufWriter<File>,
+    out: SeqWriter,
     codec: Arc<dyn Codec>,
     buf: Vec<u8>,
     block: usize,
@@ -276,7 +277,7 @@ struct Parallel {
 
 impl Parallel {
     fn new(
-        mut out: BufWriter<File>,
+        mut out: SeqWriter,
         codec: Arc<dyn Codec>,
         threads: usize,
         block: usize,
@@ -380,8 +381,9 @@ impl ArchiveOut for Parallel {
             let _ = w.join();
         }
         let t = self.codec.trailer(self.crc.sum(), self.len);
-        self.out.write_all(&t)?;
-        self.out.flush()
+        let mut out = self.out;
+        out.write_all(&t)?;
+        out.finish().map(drop)
     }
 }
 
@@ -397,7 +399,7 @@ mod tests {
             .flat_map(|i| ((i / 7) as u16).to_le_bytes())
             .collect();
         let mut o = open(
-            File::create(&p).unwrap(),
+            SeqWriter::create(&p, 0o600, true).unwrap(),
             Some(Compression {
                 algorithm: alg,
                 level: None,
@@ -409,7 +411,7 @@ mod tests {
             o.write(c).unwrap();
         }
         o.finish().unwrap();
-        let f = File::open(&p).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
         let mut back = Vec::new();
         match alg {
             Algorithm::Gzip => flate2::read::GzDecoder::new(f)

@@ -187,6 +187,7 @@ async fn run_in(
         link_map,
         compression: opts.compression,
         threads,
+        direct: opts.direct_io,
     });
     let (end_tx, end_rx) = watch::channel(None);
     let wal_dir = match opts.format {

@@ -1,11 +1,11 @@
 //! Streaming extraction of one server archive into a directory (plain format).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 
+use pgincr_io::SeqWriter;
+
 use crate::error::{BackupError, Result};
-use crate::staging::{create_0600, mkdir_0700};
+use crate::staging::{create_writer, mkdir_0700};
 use crate::tar::{self, Kind, BLOCK};
 
 enum State {
@@ -24,14 +24,20 @@ pub struct Extractor {
     hdr: [u8; BLOCK],
     hdr_len: usize,
     offset: u64,
-    file: Option<(File, PathBuf)>,
+    file: Option<(SeqWriter, PathBuf)>,
     link_map: Vec<(String, String)>,
+    direct: bool,
     pub files: u64,
     pub bytes: u64,
 }
 
 impl Extractor {
-    pub fn new(root: PathBuf, archive: String, link_map: Vec<(String, String)>) -> Self {
+    pub fn new(
+        root: PathBuf,
+        archive: String,
+        link_map: Vec<(String, String)>,
+        direct: bool,
+    ) -> Self {
         Extractor {
             root,
             archive,
@@ -41,6 +47,7 @@ impl Extractor {
             offset: 0,
             file: None,
             link_map,
+            direct,
             files: 0,
             bytes: 0,
         }
@@ -80,7 +87,11 @@ impl Extractor {
                     data = &data[n..];
                     let left = remaining - n as u64;
                     if left == 0 {
-                        self.file = None;
+                        if let Some((f, p)) = self.file.take() {
+                            let f = f.finish().map_err(|e| BackupError::io(p.as_path(), e))?;
+                            // Start writing it back now, so the final fsync finds it clean.
+                            pgincr_io::start_writeback(&f);
+                        }
                         self.state = if pad > 0 {
                             State::Pad(pad)
                         } else {
@@ -132,8 +143,12 @@ impl Extractor {
                         mkdir_0700(parent)?;
                     }
                 }
-                let f = create_0600(&path)?;
-                self.file = Some((f, path));
+                let f = create_writer(&path, self.direct, h.size)?;
+                if h.size == 0 {
+                    f.finish().map_err(|e| BackupError::io(&path, e))?;
+                } else {
+                    self.file = Some((f, path));
+                }
                 self.files += 1;
                 body = h.size;
             }
@@ -196,7 +211,7 @@ mod tests {
         t.extend_from_slice(&tar::file_header("sub/b", 0, 0).unwrap());
         t.extend_from_slice(&[0u8; 1024]);
         let d = tempfile::tempdir().unwrap();
-        let mut x = Extractor::new(d.path().to_path_buf(), "t.tar".into(), Vec::new());
+        let mut x = Extractor::new(d.path().to_path_buf(), "t.tar".into(), Vec::new(), true);
         for c in t.chunks(37) {
             x.feed(c).unwrap();
         }
@@ -205,7 +220,7 @@ mod tests {
         assert_eq!(std::fs::metadata(d.path().join("sub/b")).unwrap().len(), 0);
         assert_eq!(x.files, 2);
 
-        let mut y = Extractor::new(d.path().join("other"), "t.tar".into(), Vec::new());
+        let mut y = Extractor::new(d.path().join("other"), "t.tar".into(), Vec::new(), false);
         y.feed(&t[..600]).unwrap();
         assert!(y.finish().is_err());
     }

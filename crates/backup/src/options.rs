@@ -123,6 +123,9 @@ pub struct BackupOptions {
     pub create_slot: bool,
     /// `-N`: skip fsync.
     pub no_sync: bool,
+    /// Write backup files with direct I/O (bypassing the page cache) where the file system
+    /// allows; off, every write goes through the page cache as pg_basebackup's do.
+    pub direct_io: bool,
 }
 
 impl BackupOptions {
@@ -144,6 +147,7 @@ impl BackupOptions {
             slot: None,
             create_slot: false,
             no_sync: false,
+            direct_io: true,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::compress::{self, ArchiveOut};
 use crate::error::{BackupError, Result};
 use crate::extract::Extractor;
 use crate::options::{Compression, Format};
-use crate::staging::create_0600;
+use crate::staging::{create_0600, create_writer};
 
 pub(crate) struct SinkSetup {
     pub format: Format,
@@ -20,6 +20,8 @@ pub(crate) struct SinkSetup {
     pub link_map: Vec<(String, String)>,
     pub compression: Option<Compression>,
     pub threads: usize,
+    /// Write with direct I/O where possible.
+    pub direct: bool,
 }
 
 #[derive(Default, Debug)]
@@ -61,6 +63,7 @@ impl Sink {
                     root,
                     name,
                     self.setup.link_map.clone(),
+                    self.setup.direct,
                 )))
             }
             Format::Tar => {
@@ -69,7 +72,7 @@ impl Sink {
                     None => name,
                 };
                 let path = self.setup.dir.join(file_name);
-                let f = create_0600(&path)?;
+                let f = create_writer(&path, self.setup.direct, u64::MAX)?;
                 let out = compress::open(f, self.setup.compression, self.setup.threads)
                     .map_err(|e| BackupError::io(&path, e))?;
                 Current::Tar(out, path)

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::compress;
 use crate::error::{BackupError, Result};
 use crate::options::Compression;
-use crate::staging::create_0600;
+use crate::staging::create_writer;
 use crate::tar;
 
 pub(crate) fn write(
@@ -23,7 +23,7 @@ pub(crate) fn write(
         "pg_wal.tar"
     };
     let path = dir.join(name);
-    let f = create_0600(&path)?;
+    let f = create_writer(&path, false, 0)?;
     let mut out = compress::open(f, gzip, threads).map_err(|e| BackupError::io(&path, e))?;
     let io = |e| BackupError::io(&path, e);
     let mut members: Vec<String> = Vec::new();

@@ -74,6 +74,10 @@ struct Flags {
     /// Do not wait for the backup to be written safely to disk.
     #[arg(short = 'N', long = "no-sync")]
     no_sync: bool,
+    /// Write through the page cache instead of with direct I/O (direct I/O is used by default
+    /// where the file system supports it).
+    #[arg(long)]
+    no_direct_io: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -184,6 +188,7 @@ fn options(a: &Flags) -> anyhow::Result<BackupOptions> {
     o.slot = a.slot.clone();
     o.create_slot = a.create_slot;
     o.no_sync = a.no_sync;
+    o.direct_io = !a.no_direct_io;
     if a.progress {
         o.progress = Some(progress_printer());
     }

@@ -46,6 +46,10 @@ pub struct Args {
     /// inputs: modifying it can damage them).
     #[arg(short = 'k', long)]
     link: bool,
+    /// Write through the page cache instead of with direct I/O (direct I/O is used by default
+    /// where the file system supports it).
+    #[arg(long)]
+    no_direct_io: bool,
     /// Worker threads (default: one per core).
     #[arg(short, long, value_name = "N", default_value_t = 0)]
     jobs: usize,
@@ -79,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     opts.no_manifest = args.no_manifest;
     opts.jobs = args.jobs;
     opts.format = args.format;
+    opts.direct_io = !args.no_direct_io;
     opts.copy_mode = if args.copy_file_range {
         CopyMode::CopyFileRange
     } else if args.clone {

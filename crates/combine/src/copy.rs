@@ -1,26 +1,27 @@
 //! Moving bytes: whole-file copies in each copy mode, and the shared read-checksum-write loop.
 //!
-//! Sources are read with positional reads into one small buffer per file being produced, so
+//! Sources are read with positional reads into one aligned buffer per file being produced, so
 //! the checksum of a file is computed from the very buffer being written (no second read), runs
 //! of consecutive blocks are read with one call each (or copied with one `copy_file_range`),
-//! and memory stays at one buffer per worker whatever the data size. (Memory maps were tried first: page
-//! faults from several threads contend on the process's address-space lock and made copies
-//! slower, and mapped pages inflate the resident size.)
+//! and memory stays at one buffer per worker whatever the data size. Output goes through
+//! [`SeqWriter`]: straight from that buffer to the device with direct I/O where the file
+//! system allows, so the bytes are copied once (page cache to buffer), not three times.
+//! (Memory maps were tried first: page faults from several threads contend on the process's
+//! address-space lock and made copies slower, and mapped pages inflate the resident size.)
 
 use crate::error::{CombineError, Result};
 use crate::options::CopyMode;
+use pgincr_io::{AlignedBuf, SeqWriter};
 use pgincr_types::checksum::Checksummer;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Size of the copy buffer. Small enough to stay in the CPU cache between the read into it,
-/// the checksum and the write out of it: on the benchmark machine 1 MiB buffers cost about
-/// twice the CPU of 32 KiB ones, the copies into and out of the buffer missing the cache.
-pub const BUFFER: usize = 32 * 1024;
+/// Size of the copy buffer, and so of each direct write: large enough for the device to
+/// stream, small enough to stay in the CPU cache between the read into it and the checksum.
+pub const BUFFER: usize = 256 * 1024;
 
 /// A read-only source: a whole file, or a member of an uncompressed tar archive (a byte range
 /// of the archive file).
@@ -101,12 +102,9 @@ impl Source {
         &self,
         off: u64,
         len: u64,
-        buf: &mut Vec<u8>,
+        buf: &mut AlignedBuf,
         mut f: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        if buf.len() < BUFFER {
-            buf.resize(BUFFER.min(len.max(1) as usize).max(buf.len()), 0);
-        }
         let mut done = 0;
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
@@ -118,19 +116,28 @@ impl Source {
     }
 }
 
-/// Creates an output file exclusively with the data directory's file mode.
-pub fn create_output(path: &Path, mode: u32) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
+/// Creates an output file exclusively with the data directory's file mode, for direct I/O if
+/// `direct` and the file is expected to be large enough to gain from it (`len`).
+pub fn create_output(path: &Path, mode: u32, direct: bool, len: u64) -> Result<SeqWriter> {
+    SeqWriter::create_sized(path, mode, direct, len)
         .map_err(CombineError::io("could not create file", path))
+}
+
+/// Flushes `out` and closes it.
+pub fn finish_output(out: SeqWriter, path: &Path) -> Result<()> {
+    out.finish()
+        .map(drop)
+        .map_err(CombineError::io("could not write file", path))
+}
+
+/// A buffer for copying a source of `len` bytes.
+pub fn buffer_for(len: u64) -> AlignedBuf {
+    AlignedBuf::new(BUFFER.min(len as usize))
 }
 
 /// Writes `data` to `out` and feeds it to the checksum.
 pub fn write_and_sum(
-    out: &mut File,
+    out: &mut SeqWriter,
     out_path: &Path,
     data: &[u8],
     sum: &mut Checksummer,
@@ -145,10 +152,10 @@ pub fn copy_buffered(
     src: &Source,
     off: u64,
     len: u64,
-    out: &mut File,
+    out: &mut SeqWriter,
     out_path: &Path,
     sum: &mut Checksummer,
-    buf: &mut Vec<u8>,
+    buf: &mut AlignedBuf,
 ) -> Result<()> {
     src.for_each_chunk(off, len, buf, |chunk| {
         write_and_sum(out, out_path, chunk, sum)
@@ -156,40 +163,25 @@ pub fn copy_buffered(
 }
 
 /// Copies `len` bytes at `offset` of `src` to the current end of `out` with copy_file_range.
-pub fn copy_range(src: &Source, offset: u64, len: u64, out: &File, out_path: &Path) -> Result<()> {
-    let mut off = (src.start + offset) as libc::loff_t;
-    let mut left = len;
-    while left > 0 {
-        let chunk = left.min(1 << 30) as usize;
-        // SAFETY: both descriptors are open; a null output offset uses the file position.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.file.as_raw_fd(),
-                &mut off,
-                out.as_raw_fd(),
-                std::ptr::null_mut(),
-                chunk,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(CombineError::Io {
-                context: "error while copying file range to",
-                path: out_path.to_path_buf(),
-                source: std::io::Error::new(
-                    e.kind(),
-                    format!("from \"{}\": {e}", src.path.display()),
-                ),
-            });
-        }
-        if n == 0 {
-            return Err(CombineError::Input {
-                backup: src.path.clone(),
-                message: format!("file ended early: expected {len} bytes at offset {offset}"),
-            });
-        }
-        left -= n as u64;
+pub fn copy_range(
+    src: &Source,
+    offset: u64,
+    len: u64,
+    out: &mut SeqWriter,
+    out_path: &Path,
+) -> Result<()> {
+    let copied = out
+        .copy_range(&src.file, src.start + offset, len)
+        .map_err(|e| CombineError::Io {
+            context: "error while copying file range to",
+            path: out_path.to_path_buf(),
+            source: std::io::Error::new(e.kind(), format!("from \"{}\": {e}", src.path.display())),
+        })?;
+    if copied < len {
+        return Err(CombineError::Input {
+            backup: src.path.clone(),
+            message: format!("file ended early: expected {len} bytes at offset {offset}"),
+        });
     }
     Ok(())
 }
@@ -202,6 +194,7 @@ pub fn copy_whole(
     dst: &Path,
     mode: CopyMode,
     file_mode: u32,
+    direct: bool,
     sum: &mut Checksummer,
 ) -> Result<()> {
     let mode = match mode {
@@ -211,16 +204,18 @@ pub fn copy_whole(
     };
     match mode {
         CopyMode::Copy => {
-            let mut out = create_output(dst, file_mode)?;
-            let mut buf = Vec::new();
-            return copy_buffered(src, 0, src.len, &mut out, dst, sum, &mut buf);
+            let mut out = create_output(dst, file_mode, direct, src.len)?;
+            let mut buf = buffer_for(src.len);
+            copy_buffered(src, 0, src.len, &mut out, dst, sum, &mut buf)?;
+            return finish_output(out, dst);
         }
         CopyMode::CopyFileRange => {
-            let out = create_output(dst, file_mode)?;
-            copy_range(src, 0, src.len, &out, dst)?;
+            let mut out = create_output(dst, file_mode, false, 0)?;
+            copy_range(src, 0, src.len, &mut out, dst)?;
+            finish_output(out, dst)?;
         }
         CopyMode::Clone => {
-            let out = create_output(dst, file_mode)?;
+            let out = create_file(dst, file_mode)?;
             // SAFETY: FICLONE takes the source descriptor as its argument.
             let rc = unsafe { libc::ioctl(out.as_raw_fd(), FICLONE, src.file.as_raw_fd()) };
             if rc < 0 {
@@ -253,11 +248,22 @@ pub fn checksum_source(src: &Source, sum: &mut Checksummer) -> Result<()> {
     if sum.kind() == pgincr_types::checksum::ChecksumType::None {
         return Ok(());
     }
-    let mut buf = Vec::new();
+    let mut buf = buffer_for(src.len);
     src.for_each_chunk(0, src.len, &mut buf, |chunk| {
         sum.update(chunk);
         Ok(())
     })
+}
+
+/// Creates an empty output file for an ioctl to fill.
+fn create_file(path: &Path, mode: u32) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(CombineError::io("could not create file", path))
 }
 
 /// `FICLONE` from linux/fs.h: `_IOW(0x94, 9, int)`.

@@ -106,6 +106,9 @@ pub struct CombineOptions {
     /// Worker threads; 0 means one per core.
     pub jobs: usize,
     pub format: OutputFormat,
+    /// Write large files with direct I/O (bypassing the page cache) where the file system
+    /// allows; off, every write goes through the page cache as pg_combinebackup's do.
+    pub direct_io: bool,
 }
 
 impl CombineOptions {
@@ -121,6 +124,7 @@ impl CombineOptions {
             copy_mode: CopyMode::Copy,
             jobs: 0,
             format: OutputFormat::Plain,
+            direct_io: true,
         }
     }
 }

@@ -137,9 +137,7 @@ impl Drop for Staging {
 }
 
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(CombineError::io("could not fsync directory", dir))
+    pgincr_io::fsync_dir(dir).map_err(CombineError::io("could not fsync directory", dir))
 }
 
 /// Modes for new directories and files, from the final input directory as pg_combinebackup's
@@ -202,14 +200,9 @@ impl Drop for SpillDir {
     }
 }
 
-/// Asks the kernel to start writing `path` back without waiting (`sync_file_range` with
-/// `SYNC_FILE_RANGE_WRITE`). Best effort: the later fsync is what guarantees durability.
+/// Asks the kernel to start writing `path` back (see [`pgincr_io::start_writeback`]).
 pub fn start_writeback(path: &Path) {
-    use std::os::fd::AsRawFd;
     if let Ok(f) = std::fs::File::open(path) {
-        // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
-        unsafe {
-            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        pgincr_io::start_writeback(&f);
     }
 }

@@ -9,7 +9,6 @@ use crate::options::CopyMode;
 use crate::walk::FileRef;
 use pgincr_types::checksum::{Checksum, ChecksumType, Checksummer};
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -210,6 +209,8 @@ pub struct Target<'a> {
     pub checksum_type: ChecksumType,
     pub copy_mode: CopyMode,
     pub file_mode: u32,
+    /// Write with direct I/O where the file system allows.
+    pub direct: bool,
 }
 
 /// Executes `plan` into `target`; warnings (a manifest lacking an entry) go to `warnings`.
@@ -225,6 +226,7 @@ pub fn execute(
         checksum_type,
         copy_mode: mode,
         file_mode,
+        direct,
     } = *target;
     let blcksz = chain.geometry.block_bytes();
     if let Some(ci) = plan.copy_source {
@@ -248,23 +250,24 @@ pub fn execute(
         } else {
             checksum_type
         });
-        copy::copy_whole(&src.source, out_path, mode, file_mode, &mut sum)?;
+        copy::copy_whole(&src.source, out_path, mode, file_mode, direct, &mut sum)?;
         return Ok(Written {
             checksum: reuse.or_else(|| sum.finish()),
             zero_blocks: 0,
             whole_copy: true,
         });
     }
-    let mut out = copy::create_output(out_path, file_mode)?;
+    let direct = direct && mode != CopyMode::CopyFileRange;
+    let n = plan.source_of.len();
+    let mut out = copy::create_output(out_path, file_mode, direct, n as u64 * blcksz)?;
     let mut sum = Checksummer::new(checksum_type);
     let mut zero_blocks = 0u64;
-    let n = plan.source_of.len();
     let bs = blcksz as usize;
     // The output is assembled a buffer at a time: each run of blocks that come from
     // consecutive offsets of one source is read straight into its place, then the whole
     // buffer is checksummed and written at once.
     let chunk_blocks = (copy::BUFFER / bs).max(1);
-    let mut buf = vec![0u8; chunk_blocks.min(n.max(1)) * bs];
+    let mut buf = pgincr_io::AlignedBuf::new(chunk_blocks.min(n.max(1)) * bs);
     let mut chunk_start = 0;
     while chunk_start < n {
         let chunk_end = (chunk_start + chunk_blocks).min(n);
@@ -286,7 +289,8 @@ pub fn execute(
                 let src = &plan.sources[s as usize - 1].source;
                 if mode == CopyMode::CopyFileRange {
                     // Flush what precedes this run, then let the kernel copy the run.
-                    copy::copy_range(src, plan.offset_of[i], slot.len() as u64, &out, out_path)?;
+                    let len = slot.len() as u64;
+                    copy::copy_range(src, plan.offset_of[i], len, &mut out, out_path)?;
                 }
                 if mode != CopyMode::CopyFileRange || checksum_type != ChecksumType::None {
                     src.read_at(plan.offset_of[i], slot)?;
@@ -308,6 +312,7 @@ pub fn execute(
         }
         chunk_start = chunk_end;
     }
+    copy::finish_output(out, out_path)?;
     Ok(Written {
         checksum: sum.finish(),
         zero_blocks,

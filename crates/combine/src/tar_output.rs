@@ -7,9 +7,9 @@
 //! extra disk space needed is one file at a time, not a second copy of the backup.
 
 use crate::error::{CombineError, Result};
+use pgincr_io::SeqWriter;
 use pgincr_types::checksum::{Checksum, ChecksumType, Checksummer};
 use std::fs::File;
-use std::io::BufWriter;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,8 @@ pub struct Packer<'a> {
     pub dir_mode: u32,
     pub checksum_type: ChecksumType,
     pub no_sync: bool,
+    /// Write the archives with direct I/O where possible.
+    pub direct: bool,
 }
 
 impl Packer<'_> {
@@ -154,21 +156,18 @@ impl Packer<'_> {
         })
     }
 
-    fn archive(&self, name: &str) -> Result<tar::Builder<BufWriter<File>>> {
+    fn archive(&self, name: &str) -> Result<tar::Builder<SeqWriter>> {
         let path = self.out.join(name);
-        let f = crate::copy::create_output(&path, self.file_mode)?;
-        let mut b = tar::Builder::new(BufWriter::with_capacity(1 << 20, f));
+        let f = crate::copy::create_output(&path, self.file_mode, self.direct, u64::MAX)?;
+        let mut b = tar::Builder::new(f);
         b.mode(tar::HeaderMode::Complete);
         Ok(b)
     }
 
-    fn finish(&self, b: tar::Builder<BufWriter<File>>, name: &str) -> Result<()> {
+    fn finish(&self, b: tar::Builder<SeqWriter>, name: &str) -> Result<()> {
         let path = self.out.join(name);
         let io = CombineError::io("could not write file", &path);
-        let file = b
-            .into_inner()
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-            .map_err(io)?;
+        let file = b.into_inner().and_then(SeqWriter::finish).map_err(io)?;
         if !self.no_sync {
             file.sync_all()
                 .map_err(CombineError::io("could not fsync file", &path))?;
@@ -191,7 +190,7 @@ impl Packer<'_> {
     /// Appends a produced file, then deletes it from the plain tree.
     fn append_file(
         &self,
-        b: &mut tar::Builder<BufWriter<File>>,
+        b: &mut tar::Builder<SeqWriter>,
         f: &Produced,
         name: &Path,
     ) -> Result<()> {
@@ -209,7 +208,7 @@ impl Packer<'_> {
 
     fn append_bytes(
         &self,
-        b: &mut tar::Builder<BufWriter<File>>,
+        b: &mut tar::Builder<SeqWriter>,
         name: &str,
         data: &[u8],
         mtime: i64,
@@ -226,7 +225,7 @@ impl Packer<'_> {
         ))
     }
 
-    fn append_dir(&self, b: &mut tar::Builder<BufWriter<File>>, rel: &Path) -> Result<()> {
+    fn append_dir(&self, b: &mut tar::Builder<SeqWriter>, rel: &Path) -> Result<()> {
         let mut h = self.header(0, 0, self.dir_mode, tar::EntryType::Directory);
         let mut name = rel.as_os_str().as_bytes().to_vec();
         name.push(b'/');

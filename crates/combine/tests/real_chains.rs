@@ -244,19 +244,21 @@ fn check_major(major: Major) {
     );
     run(c.pg.tool("pg_verifybackup").arg(&out));
 
-    // Every other mode gives the same bytes.
-    let modes: &[(&str, CopyMode, usize)] = &[
-        ("j1", CopyMode::Copy, 1),
-        ("cfr", CopyMode::CopyFileRange, 0),
-        ("link", CopyMode::Link, 2),
-        ("clone", CopyMode::Clone, 0),
+    // Every other mode gives the same bytes, with and without direct I/O.
+    let modes: &[(&str, CopyMode, usize, bool)] = &[
+        ("j1", CopyMode::Copy, 1, true),
+        ("buffered", CopyMode::Copy, 0, false),
+        ("cfr", CopyMode::CopyFileRange, 0, true),
+        ("link", CopyMode::Link, 2, true),
+        ("clone", CopyMode::Clone, 0, true),
     ];
-    for (name, mode, jobs) in modes {
+    for (name, mode, jobs, direct) in modes {
         let o = root.join(format!("out-{name}"));
         let ots = root.join(format!("out-{name}-ts"));
         let mut opts = options(&chain, &o, &ots);
         opts.copy_mode = *mode;
         opts.jobs = *jobs;
+        opts.direct_io = *direct;
         match combine(&opts) {
             Err(CombineError::Output(msg))
                 if *mode == CopyMode::Clone && msg.contains("reflinks") =>

@@ -1,6 +1,6 @@
 //! Streaming writer for `.summary` files, and durable writing to a path.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -125,9 +125,7 @@ pub fn write_summary_file(path: &Path, file: &SummaryFile) -> Result<()> {
         f.sync_all()
             .map_err(|e| SummaryError::io("fsync file", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| SummaryError::io("rename file", &tmp, e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| SummaryError::io("fsync directory", dir, e))
+        pgincr_io::fsync_dir(dir).map_err(|e| SummaryError::io("fsync directory", dir, e))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -1,0 +1,20 @@
+//! File output shared by the backup and combine engines.
+//!
+//! This crate owns how pgincr puts large files on disk: [`AlignedBuf`], a heap buffer aligned
+//! for direct I/O; [`SeqWriter`], a sequential file writer that bypasses the page cache
+//! (`O_DIRECT`) where the file system allows it and falls back to ordinary writes where it
+//! does not; and the small durability helpers ([`fsync_dir`], [`start_writeback`]).
+//!
+//! Why direct I/O: a backup or a combined chain is written once and not read again by this
+//! process. Through the page cache every byte is copied into freshly allocated cache pages,
+//! accounted dirty, and written back later; on the virtual machines our users (and our CI)
+//! run on, that copy dominated the whole job (4.5 GB written with `dd` took 11 s of system
+//! time buffered and 0.3 s direct). Durability is unchanged: files are still fsynced.
+
+mod aligned;
+mod durable;
+mod seq_writer;
+
+pub use aligned::{AlignedBuf, ALIGN};
+pub use durable::{fsync_all, fsync_dir, fsync_tree, start_writeback};
+pub use seq_writer::{SeqWriter, DIRECT_MIN};
