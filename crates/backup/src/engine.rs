@@ -112,50 +112,15 @@ async fn run_in(
     tasks: &mut Tasks,
     started: Instant,
 ) -> Result<BackupSummary> {
-    let mut base = opts.conn.clone();
-    base.apply_process_env();
-    let old = match &opts.incremental {
-        Some(p) => {
-            let (bytes, m) = checks::read_old_manifest(p)?;
-            checks::check_server(&base, p, &m).await?;
-            Some((p.clone(), bytes, m))
-        }
-        None => None,
-    };
-    let repl = replication_config(&base, "pgincr");
-    let mut conn = Connection::connect(&repl.resolve()?).await?;
-    let major = conn.server_major().unwrap_or(0);
-    if major < 15 {
-        return Err(BackupError::Refused(format!(
-            "the server runs PostgreSQL {major}; pgincr backup needs PostgreSQL 15 or later (17 or later for -i)"
-        )));
-    }
-    if conn.parameter("integer_datetimes") == Some("off") {
-        return Err(BackupError::Refused(
-            "the server uses floating-point datetimes, which pgincr does not support".into(),
-        ));
-    }
-    let seg_size = pgincr_protocol::parse_wal_segment_size(&conn.show("wal_segment_size").await?)?;
-    let sys = conn.identify_system().await?;
-    if let Some((path, bytes, m)) = &old {
-        if m.system_identifier != Some(sys.system_identifier) {
-            return Err(BackupError::Refused(format!(
-                "the prior backup's manifest \"{}\" is from database system {}, but the server is system {}: use the manifest of a backup of this server",
-                path.display(),
-                m.system_identifier.unwrap_or(0),
-                sys.system_identifier
-            )));
-        }
-        conn.upload_manifest(bytes)
-            .await
-            .map_err(|e| match e.db() {
-                Some(db) => BackupError::Refused(format!(
-                    "the server refused the prior backup's manifest \"{}\": {db}",
-                    path.display()
-                )),
-                None => e.into(),
-            })?;
-    }
+    // Until BASE_BACKUP runs there is nothing on the server to cancel: Ctrl-C just drops the
+    // connections.
+    let Session {
+        mut conn,
+        repl,
+        old,
+        seg_size,
+        sys,
+    } = or_cancelled(&mut cancel, open_session(opts)).await?;
     let cancel_token = conn.cancel_token();
     let bb = BaseBackupOptions {
         incremental: old.is_some(),
@@ -276,11 +241,17 @@ async fn run_in(
         ));
     };
     let mut wal_bytes = 0;
-    if let Some(h) = tasks.streamer.take() {
-        let st = h
-            .await
-            .map_err(|e| BackupError::Other(format!("WAL streamer: {e}")))??;
-        wal_bytes = st.bytes;
+    if let Some(h) = tasks.streamer.as_mut() {
+        // The server's backup is over; waiting for the last WAL can still be interrupted (the
+        // unfinished task stays in `tasks`, so that `run` stops it).
+        let joined = tokio::select! {
+            j = h => j,
+            _ = cancelled(&mut cancel) => return Err(BackupError::Cancelled),
+        };
+        tasks.streamer = None;
+        wal_bytes = joined
+            .map_err(|e| BackupError::Other(format!("WAL streamer: {e}")))??
+            .bytes;
     }
     let _ = conn.close().await;
     if opts.format == Format::Tar && opts.wal == WalMethod::Stream {
@@ -308,6 +279,83 @@ async fn run_in(
         wal_bytes_streamed: wal_bytes,
         duration_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What the backup needs before `BASE_BACKUP`: the replication connection (with the prior
+/// manifest uploaded for an incremental), its configuration, and the server's facts.
+struct Session {
+    conn: Connection,
+    repl: pgincr_protocol::Config,
+    old: Option<(PathBuf, Vec<u8>, pgincr_types::manifest::Manifest)>,
+    seg_size: u64,
+    sys: pgincr_protocol::SystemInfo,
+}
+
+/// Checks the server (and the prior manifest for an incremental), connects for replication
+/// and uploads the manifest.
+async fn open_session(opts: &BackupOptions) -> Result<Session> {
+    let mut base = opts.conn.clone();
+    base.apply_process_env();
+    let old = match &opts.incremental {
+        Some(p) => {
+            let (bytes, m) = checks::read_old_manifest(p)?;
+            checks::check_server(&base, p, &m).await?;
+            Some((p.clone(), bytes, m))
+        }
+        None => None,
+    };
+    let repl = replication_config(&base, "pgincr");
+    let mut conn = Connection::connect(&repl.resolve()?).await?;
+    let major = conn.server_major().unwrap_or(0);
+    if major < 15 {
+        return Err(BackupError::Refused(format!(
+                "the server runs PostgreSQL {major}; pgincr backup needs PostgreSQL 15 or later (17 or later for -i)"
+            )));
+    }
+    if conn.parameter("integer_datetimes") == Some("off") {
+        return Err(BackupError::Refused(
+            "the server uses floating-point datetimes, which pgincr does not support".into(),
+        ));
+    }
+    let seg_size = pgincr_protocol::parse_wal_segment_size(&conn.show("wal_segment_size").await?)?;
+    let sys = conn.identify_system().await?;
+    if let Some((path, bytes, m)) = &old {
+        if m.system_identifier != Some(sys.system_identifier) {
+            return Err(BackupError::Refused(format!(
+                    "the prior backup's manifest \"{}\" is from database system {}, but the server is system {}: use the manifest of a backup of this server",
+                    path.display(),
+                    m.system_identifier.unwrap_or(0),
+                    sys.system_identifier
+                )));
+        }
+        conn.upload_manifest(bytes)
+            .await
+            .map_err(|e| match e.db() {
+                Some(db) => BackupError::Refused(format!(
+                    "the server refused the prior backup's manifest \"{}\": {db}",
+                    path.display()
+                )),
+                None => e.into(),
+            })?;
+    }
+    Ok(Session {
+        conn,
+        repl,
+        old,
+        seg_size,
+        sys,
+    })
+}
+
+/// Runs `fut` unless the user cancels first; dropping `fut` closes its connections.
+async fn or_cancelled<T>(
+    cancel: &mut CancelSignal,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancelled(cancel) => Err(BackupError::Cancelled),
+    }
 }
 
 fn map_location(opts: &BackupOptions, loc: &str) -> PathBuf {

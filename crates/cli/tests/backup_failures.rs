@@ -205,6 +205,41 @@ fn failures(major: Major) {
     wait_until(&c, "SELECT count(*) = 0 FROM pg_replication_slots");
     only(s, &["full", "ts-full"]);
 
+    // Ctrl-C before any backup started, while waiting on a server that never answers (the
+    // kernel accepts the connection; nobody reads it): the run ends at once, nothing left.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut child = pgincr(&c)
+        .arg("-D")
+        .arg(s.join("hung"))
+        .args(["-d", &format!("host=127.0.0.1 port={port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "should still be waiting"
+    );
+    let asked = Instant::now();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "Ctrl-C took {:?}",
+        asked.elapsed()
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cancel"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    only(s, &["full", "ts-full"]);
+    drop(silent);
+
     // The server stops mid-backup: the run fails and nothing looks complete.
     let child = slow_backup(&c, &s.join("stopped"), &ts, &s.join("ts-stop"));
     wait_until(&c, "SELECT count(*) > 0 FROM pg_stat_progress_basebackup");

@@ -10,6 +10,7 @@
 
 use crate::copy::Source;
 use crate::error::{CombineError, Result};
+use pgincr_io::ReadFile;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -112,7 +113,7 @@ pub fn find_archives(dir: &Path) -> Result<Option<Vec<ArchiveFile>>> {
 }
 
 /// An archive's members, and its map when it is read in place.
-type IndexedArchive = (Vec<Member>, Option<Arc<File>>);
+type IndexedArchive = (Vec<Member>, Option<Arc<ReadFile>>);
 
 /// Where a member's bytes are.
 #[derive(Clone, Debug)]
@@ -146,7 +147,7 @@ pub struct TarIndex {
     pub members: Vec<Member>,
     by_path: HashMap<Vec<u8>, usize>,
     /// Open archive files, for uncompressed archives.
-    maps: Vec<Option<Arc<File>>>,
+    maps: Vec<Option<Arc<ReadFile>>>,
 }
 
 impl TarIndex {
@@ -303,7 +304,7 @@ fn index_mapped(index: usize, a: &ArchiveFile, file: File, prefix: &str) -> Resu
         message: format!("could not read the archive: {e}"),
     };
     let mut members = Vec::new();
-    let reader = std::io::BufReader::with_capacity(64 * 1024, file.try_clone().map_err(bad)?);
+    let reader = std::io::BufReader::with_capacity(64 * 1024, file);
     let mut ar = tar::Archive::new(reader);
     // Seeking skips the member data, so only headers are read.
     for entry in ar.entries_with_seek().map_err(bad)? {
@@ -319,6 +320,7 @@ fn index_mapped(index: usize, a: &ArchiveFile, file: File, prefix: &str) -> Resu
             members.push(m);
         }
     }
+    let file = ReadFile::open(&a.path, true).map_err(bad)?;
     Ok((members, Some(Arc::new(file))))
 }
 

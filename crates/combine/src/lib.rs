@@ -68,7 +68,7 @@ pub fn combine_with_progress(
     let tablespaces = match &last.layout {
         chain::Layout::Plain => tablespaces::scan(&last.dir, mappings, &opts.output, !tar_out)?,
         chain::Layout::Tar(index) => {
-            tablespaces::from_archives(index, &last.dir, mappings, !tar_out)?
+            tablespaces::from_archives(index, mappings, &opts.output, !tar_out)?
         }
     };
 

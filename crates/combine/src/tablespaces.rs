@@ -92,11 +92,12 @@ pub fn scan(
 
 /// The tablespaces of a tar-format final backup: one `<oid>.tar*` archive each, located by
 /// `tablespace_map` in `base.tar`. Each location needs a `-T` mapping, as a symlink target
-/// does, unless `require_mapping` is false.
+/// does, unless `require_mapping` is false. The server lists only symlinks in the map, so an
+/// archive without a line is an in-place tablespace: it goes to `OUT/pg_tblspc/<oid>`.
 pub fn from_archives(
     index: &TarIndex,
-    dir: &Path,
     mappings: &[TablespaceMapping],
+    output: &Path,
     require_mapping: bool,
 ) -> Result<Vec<Tablespace>> {
     let map = match index.open(b"tablespace_map")? {
@@ -109,11 +110,13 @@ pub fn from_archives(
             continue;
         };
         let Some((_, location)) = map.iter().find(|(o, _)| *o == oid) else {
-            return Err(CombineError::Chain(format!(
-                "backup \"{}\" has \"{}\" but its tablespace_map does not list tablespace {oid}",
-                dir.display(),
-                a.path.display()
-            )));
+            out.push(Tablespace {
+                oid,
+                in_place: true,
+                old_dir: PathBuf::from(format!("pg_tblspc/{oid}")),
+                new_dir: output.join("pg_tblspc").join(oid.to_string()),
+            });
+            continue;
         };
         let location = canonicalize_path(location);
         let new_dir = mapped(&location, mappings, require_mapping)?;

@@ -307,6 +307,11 @@ impl<'a> Walker<'a> {
                 }
                 _ => (main_out, path, None),
             };
+            // An in-place tablespace's directory is inside the output; base.tar, which comes
+            // first, made its parent `pg_tblspc`.
+            if tsoid.is_some() && root.starts_with(main_out) {
+                self.mkdir_all(root, main_out, &mut made)?;
+            }
             if below.is_empty() {
                 continue;
             }

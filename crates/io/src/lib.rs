@@ -3,7 +3,8 @@
 //! This crate owns how pgincr puts large files on disk: [`AlignedBuf`], a heap buffer aligned
 //! for direct I/O; [`SeqWriter`], a sequential file writer that bypasses the page cache
 //! (`O_DIRECT`) where the file system allows it and falls back to ordinary writes where it
-//! does not; and the small durability helpers ([`fsync_dir`], [`start_writeback`]).
+//! does not; [`ReadFile`], positional reads that skip the page cache for data not already in
+//! it; and the small durability helpers ([`fsync_dir`], [`start_writeback`]).
 //!
 //! Why direct I/O: a backup or a combined chain is written once and not read again by this
 //! process. Through the page cache every byte is copied into freshly allocated cache pages,
@@ -13,8 +14,10 @@
 
 mod aligned;
 mod durable;
+mod read_file;
 mod seq_writer;
 
 pub use aligned::{AlignedBuf, ALIGN};
 pub use durable::{fsync_all, fsync_dir, fsync_tree, start_writeback};
+pub use read_file::ReadFile;
 pub use seq_writer::{SeqWriter, DIRECT_MIN};
