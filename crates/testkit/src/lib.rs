@@ -561,30 +561,6 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
     d
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clusters_start_and_summarize() {
-        for major in Major::ALL {
-            let Some(c) = Cluster::start(major) else {
-                return;
-            };
-            assert_eq!(
-                c.sql("SHOW server_version_num")[..2],
-                major.number().to_string()
-            );
-            assert_eq!(c.sql("SHOW summarize_wal"), "on");
-            assert_eq!(c.sql("SHOW data_checksums"), "on");
-            c.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
-            c.summarize();
-            let n = std::fs::read_dir(c.summaries_dir()).unwrap().count();
-            assert!(n > 0, "no summaries in {:?}", c.summaries_dir());
-        }
-    }
-}
-
 /// A scratch XFS file system with reflinks, on a loop device, for testing `--clone`: the
 /// machine's own file systems (ext4 here) cannot clone. Needs root, loop devices and
 /// `mkfs.xfs` (`scripts/install-test-tools` installs xfsprogs). Unmounted and removed on drop.
@@ -642,5 +618,29 @@ impl Drop for ReflinkScratch {
     fn drop(&mut self) {
         // Lazy, so a file still open somewhere cannot leave the mount behind.
         let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_start_and_summarize() {
+        for major in Major::ALL {
+            let Some(c) = Cluster::start(major) else {
+                return;
+            };
+            assert_eq!(
+                c.sql("SHOW server_version_num")[..2],
+                major.number().to_string()
+            );
+            assert_eq!(c.sql("SHOW summarize_wal"), "on");
+            assert_eq!(c.sql("SHOW data_checksums"), "on");
+            c.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+            c.summarize();
+            let n = std::fs::read_dir(c.summaries_dir()).unwrap().count();
+            assert!(n > 0, "no summaries in {:?}", c.summaries_dir());
+        }
     }
 }
