@@ -4,29 +4,11 @@
 
 use pgincr_combine::{combine, CombineOptions, CopyMode};
 use pgincr_testkit::{
-    give_to_server, manifest_without_mtimes, run, Cluster, Major, ReflinkScratch,
+    assert_same_backup, give_to_server, manifest_without_mtimes, run, Cluster, Major,
+    ReflinkScratch,
 };
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else if rel != Path::new("backup_manifest") {
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
 
 /// Whether any extent of `file` is shared with another file (FIEMAP via `filefrag -v`).
 fn has_shared_extents(file: &Path) -> bool {
@@ -85,11 +67,7 @@ fn check(major: Major) {
     let report = combine(&opts).unwrap();
     assert!(report.copied_whole > 0, "some files are taken whole");
 
-    let (a, b) = (tree(&reference), tree(&out));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (p, bytes) in &a {
-        assert!(bytes == &b[p], "{major}: {} differs", p.display());
-    }
+    assert_same_backup(&reference, &out, &format!("{major} --clone"));
     assert_eq!(
         manifest_without_mtimes(&reference),
         manifest_without_mtimes(&out)

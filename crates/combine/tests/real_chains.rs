@@ -9,9 +9,10 @@
 //! by `synthetic_chains.rs`, whose chains use a 4-block segment size.
 
 use pgincr_combine::{combine, CombineError, CombineOptions, CopyMode, TablespaceMapping};
-use pgincr_testkit::{manifest_without_mtimes, output, run, scratch, Cluster, Major};
+use pgincr_testkit::{
+    assert_same_backup, manifest_without_mtimes, output, run, scratch, Cluster, Major,
+};
 use pgincr_types::manifest::Manifest;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -140,39 +141,6 @@ fn build_chain(c: &Cluster, root: &Path) -> Chain {
     }
 }
 
-/// Every regular file and symlink under `root`, by relative path (tablespace links not
-/// followed), with contents (or link targets).
-fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(p);
-            } else if t.is_symlink() {
-                out.insert(rel, b"->".to_vec());
-            } else if rel != Path::new("backup_manifest") {
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-fn assert_same_tree(reference: &Path, ours: &Path, what: &str) {
-    let (a, b) = (tree(reference), tree(ours));
-    let names_a: Vec<_> = a.keys().collect();
-    let names_b: Vec<_> = b.keys().collect();
-    assert_eq!(names_a, names_b, "{what}: file lists differ");
-    for (p, bytes) in &a {
-        assert!(bytes == &b[p], "{what}: {} differs", p.display());
-    }
-}
-
 fn options(chain: &Chain, out: &Path, ts_out: &Path) -> CombineOptions {
     let mut o = CombineOptions::new(chain.dirs.clone(), out.to_path_buf());
     o.tablespace_mappings = vec![TablespaceMapping {
@@ -221,8 +189,8 @@ fn check_major(major: Major) {
     let out_ts = root.join("out-ts");
     let report = combine(&options(&chain, &out, &out_ts)).unwrap();
     assert!(report.reconstructed > 0, "{report:?}");
-    assert_same_tree(&reference, &out, "copy mode");
-    assert_same_tree(&ref_ts, &out_ts, "copy mode tablespace");
+    assert_same_backup(&reference, &out, "copy mode");
+    assert_same_backup(&ref_ts, &out_ts, "copy mode tablespace");
     assert_eq!(
         manifest_without_mtimes(&reference),
         manifest_without_mtimes(&out),
@@ -271,8 +239,8 @@ fn check_major(major: Major) {
                 r.unwrap();
             }
         }
-        assert_same_tree(&reference, &o, name);
-        assert_same_tree(&ref_ts, &ots, name);
+        assert_same_backup(&reference, &o, name);
+        assert_same_backup(&ref_ts, &ots, name);
         assert_eq!(
             manifest_without_mtimes(&reference),
             manifest_without_mtimes(&o),

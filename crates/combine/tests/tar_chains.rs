@@ -6,8 +6,7 @@
 //! started on it must see the data of the last backup.
 
 use pgincr_combine::{combine, CombineOptions, TablespaceMapping};
-use pgincr_testkit::{manifest_without_mtimes, run, scratch, Cluster, Major};
-use std::collections::BTreeMap;
+use pgincr_testkit::{assert_same_backup, manifest_without_mtimes, run, scratch, Cluster, Major};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -52,24 +51,6 @@ fn extract(tar_backup: &Path, plain: &Path) {
     let _ = std::fs::remove_file(plain.join("tablespace_map"));
 }
 
-fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() && rel != Path::new("backup_manifest") {
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 fn manifest_entries(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("backup_manifest")).unwrap();
     let mut v: Vec<String> = text
@@ -82,18 +63,6 @@ fn manifest_entries(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn same(reference: &Path, ours: &Path, what: &str) {
-    let (a, b) = (files(reference), files(ours));
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "{what}: file lists differ"
-    );
-    for (p, bytes) in &a {
-        assert!(bytes == &b[p], "{what}: {} differs", p.display());
-    }
 }
 
 fn check_major(major: Major) {
@@ -195,8 +164,8 @@ fn check_major(major: Major) {
     }];
     let report = combine(&opts).unwrap();
     assert!(report.reconstructed > 0);
-    same(&reference, &out, "tar chain");
-    same(
+    assert_same_backup(&reference, &out, "tar chain");
+    assert_same_backup(
         &PathBuf::from(format!("{}-ts", reference.display())),
         &root.join("out4-ts"),
         "tar chain tablespace",
@@ -220,9 +189,9 @@ fn check_major(major: Major) {
     }
     let textracted = root.join("tout4-x");
     extract(&tout, &textracted);
-    same(&reference, &textracted, "tar output");
+    assert_same_backup(&reference, &textracted, "tar output");
     let oid = tablespace_oid(&tout);
-    same(
+    assert_same_backup(
         &PathBuf::from(format!("{}-ts", reference.display())),
         &PathBuf::from(format!("{}-ts{oid}", textracted.display())),
         "tar output tablespace",
@@ -255,7 +224,7 @@ fn check_major(major: Major) {
     }];
     opts.jobs = 1;
     combine(&opts).unwrap();
-    same(&reference, &out, "mixed chain");
+    assert_same_backup(&reference, &out, "mixed chain");
     assert_eq!(
         manifest_without_mtimes(&reference),
         manifest_without_mtimes(&out),

@@ -561,6 +561,45 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
     d
 }
 
+/// Every regular file of a backup directory by relative path, with its bytes; symlinks as
+/// `->` (their targets differ between runs); `backup_manifest` left out (its mtimes differ:
+/// compare it with [`manifest_without_mtimes`]).
+pub fn backup_contents(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read {d:?}: {e}")) {
+            let e = e.expect("directory entry");
+            let p = e.path();
+            let rel = p.strip_prefix(root).expect("inside root").to_path_buf();
+            let t = e.file_type().expect("file type");
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_symlink() {
+                out.insert(rel, b"->".to_vec());
+            } else if rel != Path::new("backup_manifest") {
+                let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("read {p:?}: {e}"));
+                out.insert(rel, bytes);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two backup directories hold the same files with the same bytes (see
+/// [`backup_contents`]); `what` names the comparison in the failure.
+pub fn assert_same_backup(reference: &Path, ours: &Path, what: &str) {
+    let (a, b) = (backup_contents(reference), backup_contents(ours));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: file lists differ"
+    );
+    for (p, bytes) in &a {
+        assert!(bytes == &b[p], "{what}: {} differs", p.display());
+    }
+}
+
 /// A scratch XFS file system with reflinks, on a loop device, for testing `--clone`: the
 /// machine's own file systems (ext4 here) cannot clone. Needs root, loop devices and
 /// `mkfs.xfs` (`scripts/install-test-tools` installs xfsprogs). Unmounted and removed on drop.
