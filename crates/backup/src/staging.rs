@@ -168,12 +168,8 @@ fn sync_dir(p: &Path) -> Result<()> {
 
 /// fsyncs every file and directory under `root`, without following symlinks.
 pub(crate) fn sync_tree(root: &Path) -> Result<()> {
-    pgincr_io::fsync_tree(root, FSYNC_THREADS).map_err(|(p, e)| BackupError::io(p, e))
+    pgincr_io::fsync_tree(root, pgincr_io::FSYNC_THREADS).map_err(|(p, e)| BackupError::io(p, e))
 }
-
-/// Threads fsyncing at once: they wait on the device, not the CPU, and concurrent fsyncs
-/// share journal commits.
-const FSYNC_THREADS: usize = 8;
 
 #[cfg(test)]
 mod tests {

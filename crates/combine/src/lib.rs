@@ -140,7 +140,7 @@ pub fn combine_with_progress(
     let outcomes = run_jobs(&chain, &walked.jobs, opts, file_mode, progress)?;
     if !opts.dry_run && !opts.no_sync && !tar_out {
         let files: Vec<_> = walked.jobs.iter().map(|j| j.output.clone()).collect();
-        pgincr_io::fsync_all(&files, FSYNC_THREADS)
+        pgincr_io::fsync_all(&files, pgincr_io::FSYNC_THREADS)
             .map_err(|(p, e)| error::CombineError::io("could not fsync file", &p)(e))?;
     }
 
@@ -410,10 +410,6 @@ fn run_job(chain: &Chain, job: &Job, opts: &CombineOptions, file_mode: u32) -> R
     }
     Ok(out)
 }
-
-/// Threads fsyncing output files at once: they wait on the device, not the CPU, and
-/// concurrent fsyncs share journal commits.
-const FSYNC_THREADS: usize = 8;
 
 /// The spill file holding a member of the final backup, if it was decompressed.
 fn spilled_member<'c>(chain: &'c Chain, source: &walk::FileRef) -> Option<&'c Path> {

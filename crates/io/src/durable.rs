@@ -22,6 +22,10 @@ pub fn start_writeback(file: &File) {
     }
 }
 
+/// Threads to fsync with: they wait on the device, not the CPU, and concurrent fsyncs on one
+/// file system share journal commits.
+pub const FSYNC_THREADS: usize = 8;
+
 /// Fsyncs every regular file and directory under `root` (symlinks are not followed), the
 /// files on `threads` threads: concurrent fsyncs on one file system share journal commits,
 /// where one after another each waits for its own. Directories go last, children first.

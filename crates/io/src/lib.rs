@@ -18,6 +18,6 @@ mod read_file;
 mod seq_writer;
 
 pub use aligned::{AlignedBuf, ALIGN};
-pub use durable::{fsync_all, fsync_dir, fsync_tree, start_writeback};
+pub use durable::{fsync_all, fsync_dir, fsync_tree, start_writeback, FSYNC_THREADS};
 pub use read_file::ReadFile;
 pub use seq_writer::{SeqWriter, DIRECT_MIN};
