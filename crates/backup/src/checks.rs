@@ -11,10 +11,16 @@ use crate::error::{BackupError, Result};
 /// Reads and verifies the prior backup's manifest. Returns its bytes (sent verbatim) and the
 /// parsed form.
 pub(crate) fn read_old_manifest(path: &Path) -> Result<(Vec<u8>, Manifest)> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    // Bounded and type-checked: a FIFO or device given as -i is refused at once instead of
+    // blocking or being read until memory runs out.
+    let bytes = pgincr_types::read_bounded(
+        path,
+        pgincr_types::bounded::MANIFEST_LIMIT,
+        "prior backup manifest",
+    )
+    .map_err(|e| {
         BackupError::Refused(format!(
-            "cannot read the prior backup's manifest \"{}\": {e}; -i takes the backup_manifest file of the previous backup",
-            path.display()
+            "{e}; -i takes the backup_manifest file of the previous backup"
         ))
     })?;
     let m = Manifest::parse(&bytes[..]).map_err(|e| {

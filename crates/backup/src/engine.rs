@@ -15,7 +15,7 @@ use crate::checks;
 use crate::error::{BackupError, Result};
 use crate::options::{Algorithm, BackupOptions, Format, WalMethod};
 use crate::sink::{Sink, SinkSetup};
-use crate::staging::{check_empty_or_missing, mkdir_0700, Staging};
+use crate::staging::Staging;
 use crate::wal::{self, WalSetup, WalStats};
 
 /// What a finished backup reports (`--json`).
@@ -34,6 +34,8 @@ pub struct BackupSummary {
     pub files: u64,
     pub wal_bytes_streamed: u64,
     pub duration_seconds: f64,
+    /// What the run wants a person to know, such as leftovers of killed runs it removed.
+    pub warnings: Vec<String>,
 }
 
 /// A cancellation signal: the backup stops when the value becomes `true`.
@@ -89,12 +91,14 @@ pub async fn run(opts: BackupOptions, cancel: CancelSignal) -> Result<BackupSumm
     }
     let summary = result?;
     let no_sync = opts.no_sync;
-    let dir = tokio::task::spawn_blocking(move || staging.commit(no_sync))
+    let warnings = staging.warnings();
+    tokio::task::spawn_blocking(move || staging.commit(no_sync))
         .await
         .map_err(|e| BackupError::Other(format!("sync task failed: {e}")))??;
     Ok(BackupSummary {
-        directory: dir,
+        directory: opts.target.clone(),
         duration_seconds: started.elapsed().as_secs_f64(),
+        warnings,
         ..summary
     })
 }
@@ -162,6 +166,8 @@ async fn run_in(
     let mut stream = conn.base_backup(&bb).await?;
     let (mut start, mut end) = (None, None);
     let mut tablespaces: Vec<TablespaceInfo> = Vec::new();
+    // Where each absolutely located tablespace is written until commit.
+    let mut ts_roots: Vec<(String, PathBuf)> = Vec::new();
     let mut total: Option<u64> = None;
     let mut received: u64 = 0;
     loop {
@@ -202,7 +208,9 @@ async fn run_in(
                 if opts.format == Format::Plain {
                     for t in &list {
                         if let (Some(_), Some(loc)) = (t.oid, &t.location) {
-                            prepare_tablespace(opts, staging, loc)?;
+                            if let Some(root) = prepare_tablespace(opts, staging, loc)? {
+                                ts_roots.push((loc.clone(), root));
+                            }
                         }
                     }
                 }
@@ -210,7 +218,9 @@ async fn run_in(
             }
             BackupEvent::ArchiveStart { name, location } => {
                 let root = match (&location, opts.format) {
-                    (Some(loc), Format::Plain) => Some(tablespace_root(opts, staging.dir(), loc)),
+                    (Some(loc), Format::Plain) => {
+                        Some(tablespace_root(&ts_roots, staging.dir(), loc))
+                    }
                     _ => None,
                 };
                 sink.archive(name, root)?;
@@ -278,6 +288,7 @@ async fn run_in(
         files: stats.files,
         wal_bytes_streamed: wal_bytes,
         duration_seconds: started.elapsed().as_secs_f64(),
+        warnings: Vec::new(),
     })
 }
 
@@ -367,30 +378,30 @@ fn map_location(opts: &BackupOptions, loc: &str) -> PathBuf {
     PathBuf::from(loc)
 }
 
-/// Where a plain-format tablespace archive goes: the mapped location, or inside the backup for
-/// an in-place (relative) tablespace.
-fn tablespace_root(opts: &BackupOptions, staging: &Path, loc: &str) -> PathBuf {
-    if Path::new(loc).is_absolute() {
-        map_location(opts, loc)
-    } else {
-        staging.join(loc)
+/// Where a plain-format tablespace archive goes until commit: the staged mapped location, or
+/// inside the backup for an in-place (relative) tablespace.
+fn tablespace_root(ts_roots: &[(String, PathBuf)], staging: &Path, loc: &str) -> PathBuf {
+    match ts_roots.iter().find(|(l, _)| l == loc) {
+        Some((_, root)) => root.clone(),
+        None => staging.join(loc),
     }
 }
 
-/// Checks a tablespace target is empty or missing, creates it, and registers it for removal
-/// on failure.
-fn prepare_tablespace(opts: &BackupOptions, staging: &mut Staging, loc: &str) -> Result<()> {
+/// Stages the directory an absolutely located tablespace goes to (absent or empty), for
+/// removal on failure; returns where its files go until commit.
+fn prepare_tablespace(
+    opts: &BackupOptions,
+    staging: &mut Staging,
+    loc: &str,
+) -> Result<Option<PathBuf>> {
     if !Path::new(loc).is_absolute() {
-        return Ok(());
+        return Ok(None);
     }
     let dir = map_location(opts, loc);
-    let existed = check_empty_or_missing(&dir, "tablespace directory").map_err(|e| match e {
-        BackupError::Target(m) => BackupError::Target(format!(
-            "{m}; when backing up on the same machine as the server, map it elsewhere with -T {loc}=NEWDIR"
+    staging.add_tablespace(&dir).map(Some).map_err(|e| match e {
+        BackupError::Staging(e @ pgincr_io::StagingError::NotEmpty(_)) => BackupError::Target(format!(
+            "tablespace {e}; when backing up on the same machine as the server, map it elsewhere with -T {loc}=NEWDIR"
         )),
         e => e,
-    })?;
-    mkdir_0700(&dir)?;
-    staging.created_outside(dir, existed);
-    Ok(())
+    })
 }

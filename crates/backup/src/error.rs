@@ -25,6 +25,9 @@ pub enum BackupError {
         offset: u64,
         msg: String,
     },
+    /// The target or a tablespace directory cannot be staged or put in place.
+    #[error(transparent)]
+    Staging(#[from] pgincr_io::StagingError),
     #[error("backup cancelled")]
     Cancelled,
     #[error("{0}")]

@@ -232,18 +232,29 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     let summary = rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        // SIGTERM (what service managers and `kill` send) is treated exactly like Ctrl-C.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\npgincr: cancelling the backup");
-                let _ = tx.send(true);
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
+            eprintln!("\npgincr: cancelling the backup");
+            let _ = tx.send(true);
         });
-        pgincr_backup::run(opts, rx).await
+        anyhow::Ok(pgincr_backup::run(opts, rx).await?)
     });
     if progress {
         eprintln!();
     }
     let summary = summary?;
+    if !args.json {
+        for w in &summary.warnings {
+            eprintln!("pgincr: warning: {w}");
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -50,6 +50,11 @@ pub struct Args {
     /// where the file system supports it).
     #[arg(long)]
     no_direct_io: bool,
+    /// Write visibility maps exactly as pg_combinebackup does, stale bits included (by default
+    /// pgincr clears visibility-map bits that a PostgreSQL 17.0-17.10 / 18.0-18.4 chain
+    /// carries for heap pages changed after the map page was backed up).
+    #[arg(long)]
+    no_vm_repair: bool,
     /// Worker threads (default: one per core).
     #[arg(short, long, value_name = "N", default_value_t = 0)]
     jobs: usize,
@@ -84,6 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     opts.jobs = args.jobs;
     opts.format = args.format;
     opts.direct_io = !args.no_direct_io;
+    opts.vm_repair = !args.no_vm_repair;
+    cancel_on_signals(&opts.cancel)?;
     opts.copy_mode = if args.copy_file_range {
         CopyMode::CopyFileRange
     } else if args.clone {
@@ -127,6 +134,21 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         for w in &report.warnings {
             eprintln!("pgincr: warning: {w}");
         }
+        let vm = &report.vm_repair;
+        if vm.maps_repaired > 0 {
+            eprintln!(
+                "pgincr: repaired {} visibility map(s): {} page(s), {} all-visible and {} all-frozen bit(s) cleared for heap pages changed after the map was backed up{}",
+                vm.maps_repaired,
+                vm.pages_repaired,
+                vm.all_visible_cleared,
+                vm.all_frozen_cleared,
+                if vm.maps_truncated > 0 {
+                    format!(", {} map(s) cut to their heap's length", vm.maps_truncated)
+                } else {
+                    String::new()
+                }
+            );
+        }
         if report.dry_run {
             eprintln!(
                 "dry run: the chain of {} backups is valid; {} files would be written ({} reconstructed)",
@@ -135,4 +157,27 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// SIGINT and SIGTERM set `cancel`: the combine stops before its next file and removes its
+/// staging directories. A second signal ends the process at once; the next run into the same
+/// target then removes what is left.
+fn cancel_on_signals(cancel: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    let cancel = cancel.clone();
+    std::thread::Builder::new()
+        .name("pgincr-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if cancel.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("pgincr: stopping at once");
+                    std::process::exit(128 + sig);
+                }
+                eprintln!("\npgincr: cancelling the combine");
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
 }

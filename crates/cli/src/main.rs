@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod backup_cmd;
 mod combine_cmd;
 mod summary_cmd;
+mod verify_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,8 @@ enum Command {
     /// Inspect WAL summary files.
     #[command(subcommand)]
     Summary(summary_cmd::Command),
+    /// Check a data directory or a plain backup offline (visibility map against heap).
+    Verify(verify_cmd::Args),
 }
 
 fn main() {
@@ -41,14 +44,34 @@ fn main() {
         Command::Backup(args) => backup_cmd::run(args),
         Command::Combine(args) => combine_cmd::run(args),
         Command::Summary(cmd) => summary_cmd::run(cmd),
+        Command::Verify(args) => verify_cmd::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("pgincr: error: {e:#}");
+            eprintln!("pgincr: error: {}", error_text(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once. Many of the library errors
+/// already include their source's text in their own message (thiserror's `"...: {source}"`)
+/// and also return it as `source()`, so anyhow's `{:#}` printed it twice; a cause whose text
+/// the message so far already contains is left out.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || text.contains(&s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s);
+    }
+    text
 }
 
 fn init_logging(verbose: u8) {
@@ -63,4 +86,37 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// What thiserror generates for `#[error("could not read \"x\": {source}")]`.
+    #[derive(Debug)]
+    struct Wrapped {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "could not read \"x\": {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn prints_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(Wrapped { source: io() });
+        assert_eq!(error_text(&e), "could not read \"x\": No such file");
+        // A context whose text does not repeat its cause still gets the cause appended.
+        let e = anyhow::Error::new(io()).context("opening the manifest");
+        assert_eq!(error_text(&e), "opening the manifest: No such file");
+    }
 }

@@ -360,8 +360,11 @@ fn estimate_cmd(a: EstimateArgs) -> anyhow::Result<i32> {
     let (start, prior_tli, manifest) = match &a.prior {
         Some(dir) => {
             let label_path = dir.join("backup_label");
-            let text = std::fs::read(&label_path)
-                .with_context(|| format!("could not read \"{}\"", label_path.display()))?;
+            let text = pgincr_types::read_bounded(
+                &label_path,
+                pgincr_types::bounded::BACKUP_LABEL_LIMIT,
+                "backup_label",
+            )?;
             let label = BackupLabel::parse(&text)
                 .with_context(|| format!("in \"{}\"", label_path.display()))?;
             (

@@ -205,6 +205,63 @@ fn failures(major: Major) {
     wait_until(&c, "SELECT count(*) = 0 FROM pg_replication_slots");
     only(s, &["full", "ts-full"]);
 
+    // SIGTERM (what a service manager sends) is handled exactly like Ctrl-C.
+    let child = slow_backup(&c, &s.join("terminated"), &ts, &s.join("ts-term"));
+    wait_until(&c, "SELECT count(*) > 0 FROM pg_stat_progress_basebackup");
+    // Meanwhile, a second run into the same target is refused, naming the first.
+    let e = fails(pgincr(&c).arg("-D").arg(s.join("terminated")));
+    let partial = s.join(format!(".terminated.pgincr-partial-{}", child.id()));
+    assert!(
+        e.contains(&partial.display().to_string())
+            && e.contains(&format!("process {}", child.id())),
+        "{e}"
+    );
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cancel"));
+    wait_until(&c, "SELECT count(*) = 0 FROM pg_stat_progress_basebackup");
+    wait_until(&c, "SELECT count(*) = 0 FROM pg_replication_slots");
+    only(s, &["full", "ts-full"]);
+
+    // SIGKILL leaves the staging directory; the next run into the same target removes it,
+    // says so, and succeeds.
+    let mut child = slow_backup(&c, &s.join("killed"), &ts, &s.join("ts-killed"));
+    wait_until(&c, "SELECT count(*) > 0 FROM pg_stat_progress_basebackup");
+    let partial = s.join(format!(".killed.pgincr-partial-{}", child.id()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(partial.is_dir(), "{} missing", partial.display());
+    let o = output(
+        pgincr(&c)
+            .arg("-D")
+            .arg(s.join("killed"))
+            .args(["-c", "fast", "-X", "fetch"])
+            .arg("-T")
+            .arg(format!(
+                "{}={}",
+                ts.display(),
+                s.join("ts-killed").display()
+            )),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("removed \"{}\"", partial.display())),
+        "{err}"
+    );
+    c.run(c.pg.tool("pg_verifybackup").arg(s.join("killed")));
+    std::fs::remove_dir_all(s.join("killed")).unwrap();
+    std::fs::remove_dir_all(s.join("ts-killed")).unwrap();
+    wait_until(&c, "SELECT count(*) = 0 FROM pg_stat_progress_basebackup");
+    only(s, &["full", "ts-full"]);
+
     // Ctrl-C before any backup started, while waiting on a server that never answers (the
     // kernel accepts the connection; nobody reads it): the run ends at once, nothing left.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -257,4 +314,37 @@ fn failures_17() {
 #[test]
 fn failures_18() {
     failures(Major::V18);
+}
+
+/// `-i` must name a regular backup_manifest: `/dev/zero` used to be read 2 GB deep and a FIFO
+/// to block forever; both are refused before any connection is made (there is no server at
+/// the address given).
+#[test]
+fn refuses_a_prior_manifest_that_is_not_a_file() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("backup_manifest");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (manifest, kind) in [
+        (Path::new("/dev/zero"), "character device"),
+        (&*fifo, "FIFO"),
+    ] {
+        let err = fails(
+            Command::new(env!("CARGO_BIN_EXE_pgincr"))
+                .arg("backup")
+                .arg("-D")
+                .arg(d.path().join("out"))
+                .arg("-i")
+                .arg(manifest)
+                .args(["-d", "host=/nonexistent-pgincr-test port=1"]),
+        );
+        assert!(
+            err.contains(kind) && err.contains(&manifest.display().to_string()),
+            "{err}"
+        );
+    }
+    only(d.path(), &["backup_manifest"]);
 }

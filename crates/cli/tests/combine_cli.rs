@@ -109,6 +109,7 @@ fn combine_command_line() {
         .arg(&b2)
         .spawn()
         .unwrap();
+    let killed_pid = child.id();
     std::thread::sleep(std::time::Duration::from_millis(150));
     let _ = child.kill();
     let status = child.wait().unwrap();
@@ -118,9 +119,9 @@ fn combine_command_line() {
             "a killed combine left {}",
             killed.display()
         );
-        let partial = root.join(".killed.pgincr-partial");
+        let partial = root.join(format!(".killed.pgincr-partial-{killed_pid}"));
         if partial.exists() {
-            // A rerun says what happened instead of mixing old and new files.
+            // A rerun removes the dead run's leftover, says so, and succeeds.
             let o = output(
                 pgincr()
                     .args(["combine", "-o"])
@@ -128,8 +129,14 @@ fn combine_command_line() {
                     .arg(&b1)
                     .arg(&b2),
             );
-            assert_eq!(o.status.code(), Some(1));
-            assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(0), "{err}");
+            assert!(
+                err.contains(&format!("removed \"{}\"", partial.display())),
+                "{err}"
+            );
+            assert!(!partial.exists());
+            run(c.pg.tool("pg_verifybackup").arg(&killed));
         }
     }
 

@@ -219,3 +219,100 @@ fn against_server(major: Major) {
         .arg(c.data_dir()));
     assert!(String::from_utf8_lossy(&o.stdout).contains("incremental backup: "));
 }
+
+/// Errors are printed with each cause once, and bad inputs are refused at once with a message
+/// naming the path and what it is (a FIFO used to hang, /dev/zero to be read until the kernel
+/// killed the process, a pg_control with block size 0 to divide by zero).
+#[test]
+fn refuses_bad_inputs_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("nope");
+    let o = out(pgincr().args(["summary", "list"]).arg(&missing));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
+    // A data directory whose pg_control has a valid CRC but block size 0.
+    let data = d.path().join("data");
+    std::fs::create_dir_all(data.join("global")).unwrap();
+    std::fs::create_dir_all(data.join("pg_wal/summaries")).unwrap();
+    let mut ctl = vec![0u8; 8192];
+    ctl[8..12].copy_from_slice(&1700u32.to_le_bytes());
+    ctl[220..224].copy_from_slice(&131072u32.to_le_bytes());
+    ctl[224..228].copy_from_slice(&8192u32.to_le_bytes());
+    ctl[228..232].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    let crc = crc32c(&ctl[..288]);
+    ctl[288..292].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(data.join("global/pg_control"), &ctl).unwrap();
+    let o = out(pgincr()
+        .args([
+            "summary",
+            "estimate",
+            "--start",
+            "0/1000000",
+            "--end",
+            "0/1000000",
+        ])
+        .arg(&data));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("global/pg_control") && err.contains("blcksz is 0"),
+        "{err}"
+    );
+
+    // With a valid control file, a manifest that is a device or a FIFO is refused at once.
+    ctl[216..220].copy_from_slice(&8192u32.to_le_bytes());
+    let crc = crc32c(&ctl[..288]);
+    ctl[288..292].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(data.join("global/pg_control"), &ctl).unwrap();
+    let fifo = d.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (manifest, kind) in [
+        (Path::new("/dev/zero"), "character device"),
+        (&fifo, "FIFO"),
+    ] {
+        let o = out(pgincr()
+            .args([
+                "summary",
+                "estimate",
+                "--start",
+                "0/1000000",
+                "--end",
+                "0/1000000",
+            ])
+            .arg("--manifest")
+            .arg(manifest)
+            .arg(&data));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(kind) && err.contains("backup manifest"),
+            "{err}"
+        );
+    }
+    let o = out(pgincr().args(["summary", "show"]).arg(&fifo));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("FIFO"), "{err}");
+}
+
+/// CRC-32C (Castagnoli, reflected), as pg_control's CRC.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

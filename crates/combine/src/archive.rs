@@ -252,7 +252,9 @@ fn index_archive(
     spill_dir: &Path,
     keep: &(dyn Fn(&[u8]) -> bool + Sync),
 ) -> Result<IndexedArchive> {
-    let file = File::open(&a.path).map_err(CombineError::io("could not open file", &a.path))?;
+    // A regular file only: a FIFO named base.tar would block the open forever.
+    let (file, _) = pgincr_types::bounded::open_regular(&a.path, u64::MAX, "backup archive")
+        .map_err(|e| CombineError::Chain(e.to_string()))?;
     let bad = |e: std::io::Error| CombineError::Input {
         backup: a.path.clone(),
         message: format!("could not read the archive: {e}"),
@@ -373,35 +375,12 @@ fn member<R: Read>(
     }))
 }
 
-/// Parses `tablespace_map`: `<oid> <path>` per line, with `\` escaping the next character.
+/// Parses `tablespace_map` ([`pgincr_types::tablespace_map`]: `<oid> <path>` per line, a
+/// backslash escaping the next byte, newlines included).
 pub fn parse_tablespace_map(text: &[u8]) -> Result<Vec<(u32, PathBuf)>> {
-    let mut out = Vec::new();
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let bad = || {
-            CombineError::Chain(format!(
-                "bad tablespace_map line \"{}\"",
-                String::from_utf8_lossy(line)
-            ))
-        };
-        let sp = line.iter().position(|&b| b == b' ').ok_or_else(bad)?;
-        let oid = std::str::from_utf8(&line[..sp])
-            .ok()
-            .and_then(crate::tablespaces::parse_oid)
-            .ok_or_else(bad)?;
-        let mut path = Vec::new();
-        let mut it = line[sp + 1..].iter();
-        while let Some(&b) = it.next() {
-            if b == b'\\' {
-                if let Some(&n) = it.next() {
-                    path.push(n);
-                }
-            } else {
-                path.push(b);
-            }
-        }
-        out.push((oid, PathBuf::from(std::ffi::OsStr::from_bytes(&path))));
-    }
-    Ok(out)
+    let entries = pgincr_types::tablespace_map::parse(text)
+        .map_err(|e| CombineError::Chain(e.to_string()))?;
+    Ok(entries.into_iter().map(|e| (e.oid, e.path)).collect())
 }
 
 #[cfg(test)]

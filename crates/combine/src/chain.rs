@@ -7,6 +7,7 @@ use crate::copy::Source;
 use crate::error::{CombineError, Result};
 use crate::geometry::Geometry;
 use pgincr_types::backup_label::MAX_BACKUP_LABEL_LEN;
+use pgincr_types::bounded::PG_CONTROL_LIMIT;
 use pgincr_types::manifest::Manifest;
 use pgincr_types::{BackupLabel, ControlFile};
 use std::collections::HashSet;
@@ -35,14 +36,14 @@ impl Backup {
     pub fn open(&self, rel: &[u8]) -> Result<Option<Source>> {
         match &self.layout {
             Layout::Tar(index) => index.open(rel),
-            Layout::Plain => {
-                let path = self.dir.join(std::ffi::OsStr::from_bytes(rel));
-                match Source::open(&path) {
-                    Ok(s) => Ok(Some(s)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(CombineError::io("could not open file", path)(e)),
-                }
-            }
+            Layout::Plain => match Source::open_in_backup(&self.dir, rel) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(CombineError::io(
+                    "could not open file",
+                    self.dir.join(std::ffi::OsStr::from_bytes(rel)),
+                )(e)),
+            },
         }
     }
 
@@ -182,10 +183,12 @@ fn needed_paths(last: &Manifest) -> HashSet<Vec<u8>> {
 }
 
 impl PartialBackup {
-    fn read_small(&self, rel: &str, max: u64) -> Result<Vec<u8>> {
+    /// Reads the small metadata file `rel` (`what` names it in errors), refusing anything but a
+    /// regular file of at most `max` bytes.
+    fn read_small(&self, rel: &str, max: u64, what: &'static str) -> Result<Vec<u8>> {
         match &self.layout {
             Layout::Tar(index) => index.read_small(rel, max, &self.dir),
-            Layout::Plain => read_small(&self.dir.join(rel), max),
+            Layout::Plain => read_small(&self.dir.join(rel), max, what),
         }
     }
 
@@ -196,7 +199,7 @@ impl PartialBackup {
 
 /// `PG_VERSION` must be a decimal major version followed by a newline.
 fn read_pg_version(b: &PartialBackup) -> Result<u32> {
-    let text = b.read_small("PG_VERSION", 128)?;
+    let text = b.read_small("PG_VERSION", 128, "PG_VERSION file")?;
     let path = b.display("PG_VERSION");
     let digits_end = text
         .iter()
@@ -211,13 +214,10 @@ fn read_pg_version(b: &PartialBackup) -> Result<u32> {
     }
 }
 
-/// Reads a file of at most `max` bytes.
-fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(CombineError::io("could not open file", path))?;
-    if meta.len() > max {
-        return chain_err(format!("file \"{}\" is too large", path.display()));
-    }
-    std::fs::read(path).map_err(CombineError::io("could not read file", path))
+/// Reads a regular file of at most `max` bytes (a FIFO, device or directory is refused
+/// before anything is read).
+fn read_small(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>> {
+    pgincr_types::read_bounded(path, max, what).map_err(|e| CombineError::Chain(e.to_string()))
 }
 
 fn check_control_files(
@@ -231,7 +231,7 @@ fn check_control_files(
     for b in backups.iter().rev() {
         let dir = &b.dir;
         let path = PathBuf::from(b.display("global/pg_control"));
-        let bytes = b.read_small("global/pg_control", 1 << 20)?;
+        let bytes = b.read_small("global/pg_control", PG_CONTROL_LIMIT, "control file")?;
         let c =
             ControlFile::parse(&bytes, &path).map_err(|e| CombineError::Chain(e.to_string()))?;
         match controls.first() {
@@ -273,7 +273,7 @@ fn check_control_files(
                         last.relseg_size
                     ));
                 }
-                if last.data_checksum_version != 0
+                if last.data_checksums_enabled()
                     && c.data_checksum_version != last.data_checksum_version
                     && !warnings.iter().any(|w| w.starts_with("only some"))
                 {
@@ -281,14 +281,7 @@ fn check_control_files(
                 }
             }
         }
-        if c.blcksz == 0 || c.relseg_size == 0 || c.blcksz % 512 != 0 {
-            return chain_err(format!(
-                "{}: implausible block size {} or segment size {}",
-                path.display(),
-                c.blcksz,
-                c.relseg_size
-            ));
-        }
+        // Block and segment sizes were validated by ControlFile::parse.
         controls.insert(0, c);
     }
     Ok(controls)
@@ -299,7 +292,7 @@ fn check_backup_labels(backups: &[PartialBackup]) -> Result<Vec<BackupLabel>> {
     let mut labels: Vec<BackupLabel> = Vec::with_capacity(n);
     for i in (0..n).rev() {
         let view = &backups[i];
-        let text = view.read_small("backup_label", MAX_BACKUP_LABEL_LEN as u64)?;
+        let text = view.read_small("backup_label", MAX_BACKUP_LABEL_LEN as u64, "backup_label")?;
         let label = BackupLabel::parse(&text)
             .map_err(|e| CombineError::Chain(format!("{}: {e}", view.display("backup_label"))))?;
         let dir = backups[i].dir.display();

@@ -16,6 +16,8 @@ use pgincr_io::{AlignedBuf, ReadFile, SeqWriter};
 use pgincr_types::checksum::Checksummer;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,18 +37,89 @@ pub struct Source {
     len: u64,
     /// A whole file of its own (so it can be cloned or hard-linked).
     whole: bool,
+    /// The vetted descriptor the reader was reopened from through `/proc/self/fd`: it must
+    /// stay open while the reader may reopen that path for direct I/O.
+    _pin: Option<Arc<File>>,
 }
 
 impl Source {
+    /// Opens the regular file `path` without following a symbolic link in its last component
+    /// and without blocking on a FIFO: inputs are read only as regular files.
     pub fn open(path: &Path) -> std::io::Result<Source> {
-        let file = ReadFile::open(path, true)?;
-        let len = file.file().metadata()?.len();
+        let checked = open_checked(None, path)?;
+        Source::from_checked(path, checked)
+    }
+
+    /// Opens the file at manifest path `rel` inside the backup directory `root`, following no
+    /// symbolic link on the way except a tablespace link `pg_tblspc/<oid>` (which the server
+    /// writes and pg_combinebackup follows). Anything else that is a link, or a final
+    /// component that is not a regular file, is refused with an error saying what it is: a
+    /// link in an older backup must not smuggle the bytes of a file outside it into the
+    /// output. A missing file is `NotFound`.
+    pub fn open_in_backup(root: &Path, rel: &[u8]) -> std::io::Result<Source> {
+        let path = root.join(std::ffi::OsStr::from_bytes(rel));
+        let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        if comps
+            .iter()
+            .any(|c| c.is_empty() || *c == b"." || *c == b"..")
+        {
+            return Err(invalid(format!(
+                "\"{}\" is not a plain path inside the backup",
+                String::from_utf8_lossy(rel)
+            )));
+        }
+        let (last, dirs) = comps
+            .split_last()
+            .ok_or_else(|| invalid("empty path".into()))?;
+        let mut dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(root)?;
+        let mut walked = root.to_path_buf();
+        for (i, c) in dirs.iter().enumerate() {
+            walked.push(std::ffi::OsStr::from_bytes(c));
+            let tablespace_link = i == 1
+                && dirs[0] == b"pg_tblspc"
+                && std::str::from_utf8(c)
+                    .ok()
+                    .and_then(crate::tablespaces::parse_oid)
+                    .is_some();
+            let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            if !tablespace_link {
+                flags |= libc::O_NOFOLLOW;
+            }
+            dir = openat(&dir, c, flags).map_err(|e| describe_open_error(e, &walked, true))?;
+        }
+        let checked = open_checked(Some((&dir, last)), &path)?;
+        Source::from_checked(&path, checked)
+    }
+
+    /// Wraps a descriptor [`open_checked`] vetted. The positional reader is opened on the
+    /// same file through `/proc/self/fd`, so no other file can be swapped in between; where
+    /// /proc is missing it is opened by path and must be the same inode.
+    fn from_checked(path: &Path, checked: File) -> std::io::Result<Source> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = checked.metadata()?;
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", checked.as_raw_fd()));
+        let (file, pin) = match ReadFile::open(&proc_path, true) {
+            Ok(f) => (f, Some(checked)),
+            Err(_) => (ReadFile::open(path, true)?, None),
+        };
+        let now = file.file().metadata()?;
+        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the file was replaced while it was being opened",
+            ));
+        }
         Ok(Source {
             path: path.to_path_buf(),
             file: Arc::new(file),
             start: 0,
-            len,
+            len: meta.len(),
             whole: true,
+            _pin: pin.map(Arc::new),
         })
     }
 
@@ -58,6 +131,7 @@ impl Source {
             start,
             len,
             whole: false,
+            _pin: None,
         }
     }
 
@@ -115,6 +189,70 @@ impl Source {
         }
         Ok(())
     }
+}
+
+/// `openat(2)` relative to `dir`.
+fn openat(dir: &File, name: &[u8], flags: libc::c_int) -> std::io::Result<File> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in file name"))?;
+    // SAFETY: a valid directory descriptor and NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Opens an input file for reading with `O_NOFOLLOW | O_NONBLOCK` (relative to a directory
+/// descriptor when `at` is given) and refuses it unless the descriptor is a regular file. On
+/// a regular file `O_NONBLOCK` changes nothing; on a FIFO it keeps `open` from waiting for a
+/// writer forever.
+fn open_checked(at: Option<(&File, &[u8])>, path: &Path) -> std::io::Result<File> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let file = match at {
+        Some((dir, name)) => openat(dir, name, flags),
+        None => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path),
+    }
+    .map_err(|e| describe_open_error(e, path, false))?;
+    let kind = pgincr_types::bounded::FileKind::of(file.metadata()?.file_type());
+    if kind != pgincr_types::bounded::FileKind::Regular {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {kind}, not a regular file: only regular files of a backup are read"),
+        ));
+    }
+    Ok(file)
+}
+
+/// `ELOOP` from `O_NOFOLLOW` means "a symbolic link" (for a directory opened with
+/// `O_DIRECTORY | O_NOFOLLOW`, Linux says `ENOTDIR` instead); say so, and why it is refused.
+fn describe_open_error(e: std::io::Error, path: &Path, directory: bool) -> std::io::Error {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let code = e.raw_os_error();
+    let link = code == Some(libc::ELOOP)
+        || (directory
+            && code == Some(libc::ENOTDIR)
+            && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()));
+    if link {
+        // For the file itself the caller names the path; a directory on the way is named.
+        let what = if directory {
+            format!("\"{}\" is", path.display())
+        } else {
+            "it is".to_string()
+        };
+        return invalid(format!(
+            "{what} a symbolic link: inputs are read only as regular files inside their backup (tablespaces only through pg_tblspc/<oid>)"
+        ));
+    }
+    if directory && code == Some(libc::ENOTDIR) {
+        return invalid(format!("\"{}\" is not a directory", path.display()));
+    }
+    e
 }
 
 /// Creates an output file exclusively with the data directory's file mode, for direct I/O if
@@ -258,7 +396,6 @@ pub fn checksum_source(src: &Source, sum: &mut Checksummer) -> Result<()> {
 
 /// Creates an empty output file for an ioctl to fill.
 fn create_file(path: &Path, mode: u32) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -33,6 +33,13 @@ pub enum CombineError {
     /// The output location cannot be used.
     #[error("{0}")]
     Output(String),
+    /// An output directory cannot be staged or put in place (not empty, in use by a running
+    /// combine, a rename failed).
+    #[error(transparent)]
+    Staging(#[from] pgincr_io::StagingError),
+    /// [`crate::CombineOptions::cancel`] was set (SIGINT, SIGTERM).
+    #[error("combine cancelled")]
+    Cancelled,
 }
 
 impl CombineError {

@@ -25,9 +25,11 @@ pub mod reconstruct;
 pub mod tablespaces;
 pub mod tar_output;
 pub mod walk;
+mod vm_repair;
 
 pub use error::CombineError;
 pub use geometry::Geometry;
+pub use vm_repair::{VmFileRepair, VmRepairReport};
 pub use options::{
     CombineOptions, CombineReport, CopyMode, OutputFormat, Progress, TablespaceMapping,
 };
@@ -135,9 +137,20 @@ pub fn combine_with_progress(
     walker.check_nothing_missing()?;
     let walked = walker.finish();
     let mut warnings = chain.warnings.clone();
+    warnings.extend(staging.warnings());
     warnings.extend(walked.warnings);
 
-    let outcomes = run_jobs(&chain, &walked.jobs, opts, file_mode, progress)?;
+    let track = if opts.vm_repair && !opts.dry_run {
+        vm_repair::jobs_needing_origins(&walked.jobs)
+    } else {
+        vec![false; walked.jobs.len()]
+    };
+    let mut outcomes = run_jobs(&chain, &walked.jobs, &track, opts, file_mode, progress)?;
+    let vm_report = if opts.vm_repair && !opts.dry_run {
+        repair_visibility_maps(&chain, &walked.jobs, &mut outcomes, file_mode, opts.jobs)?
+    } else {
+        VmRepairReport::default()
+    };
     if !opts.dry_run && !opts.no_sync && !tar_out {
         let files: Vec<_> = walked.jobs.iter().map(|j| j.output.clone()).collect();
         pgincr_io::fsync_all(&files, pgincr_io::FSYNC_THREADS)
@@ -210,6 +223,9 @@ pub fn combine_with_progress(
             output::fsync_dir(d)?;
         }
     }
+    if opts.cancel.load(Ordering::Relaxed) {
+        return Err(error::CombineError::Cancelled);
+    }
     staging.commit(opts.no_sync)?;
 
     if opts.copy_mode == CopyMode::Link {
@@ -225,6 +241,7 @@ pub fn combine_with_progress(
         pg_major: chain.pg_major,
         files: outcomes.len() as u64,
         manifest_written,
+        vm_repair: vm_report,
         ..CombineReport::default()
     };
     for o in &outcomes {
@@ -257,6 +274,51 @@ fn link_tablespace(ts: &tablespaces::Tablespace, main_out: &Path, dry_run: bool)
     ))
 }
 
+/// Runs the visibility-map repair over the produced files and updates the outcomes of the
+/// maps it rewrote (see [`vm_repair`]).
+fn repair_visibility_maps(
+    chain: &Chain,
+    jobs: &[Job],
+    outcomes: &mut [Outcome],
+    file_mode: u32,
+    threads: usize,
+) -> Result<VmRepairReport> {
+    let produced: Vec<vm_repair::Produced> = jobs
+        .iter()
+        .zip(outcomes.iter())
+        .map(|(job, o)| vm_repair::Produced {
+            job,
+            origins: o.origins.as_ref(),
+            size: o.size,
+        })
+        .collect();
+    let ctx = vm_repair::RepairContext { chain, file_mode };
+    let pool = worker_pool(threads)?;
+    let (report, rewritten) = pool.install(|| vm_repair::repair(&ctx, &produced))?;
+    for w in rewritten {
+        if let Some(o) = outcomes.get_mut(w.job) {
+            o.size = w.size;
+            o.mtime = w.mtime;
+            o.checksum = w.checksum;
+            o.whole = false;
+        }
+    }
+    Ok(report)
+}
+
+fn worker_pool(jobs: usize) -> Result<rayon::ThreadPool> {
+    let threads = if jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        jobs
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("pgincr-combine-{i}"))
+        .build()
+        .map_err(|e| error::CombineError::Output(format!("could not start worker threads: {e}")))
+}
+
 /// What producing one output file gave.
 struct Outcome {
     size: u64,
@@ -266,25 +328,19 @@ struct Outcome {
     whole: bool,
     zero_blocks: u64,
     warnings: Vec<String>,
+    /// Which backup supplied each block, for the files the visibility-map repair looks at.
+    origins: Option<vm_repair::BlockOrigins>,
 }
 
 fn run_jobs(
     chain: &Chain,
     jobs: &[Job],
+    track_origins: &[bool],
     opts: &CombineOptions,
     file_mode: u32,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Vec<Outcome>> {
-    let threads = if opts.jobs == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        opts.jobs
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("pgincr-combine-{i}"))
-        .build()
-        .map_err(|e| error::CombineError::Output(format!("could not start worker threads: {e}")))?;
+    let pool = worker_pool(opts.jobs)?;
     // Biggest first, so one large file does not start last and leave the other workers idle.
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].size_hint));
@@ -294,7 +350,11 @@ fn run_jobs(
         order
             .par_iter()
             .map(|&i| {
-                let o = run_job(chain, &jobs[i], opts, file_mode)?;
+                if opts.cancel.load(Ordering::Relaxed) {
+                    return Err(error::CombineError::Cancelled);
+                }
+                let track = track_origins.get(i).copied().unwrap_or(false);
+                let o = run_job(chain, &jobs[i], track, opts, file_mode)?;
                 progress(Progress {
                     files_done: files_done.fetch_add(1, Ordering::Relaxed) + 1,
                     files_total: jobs.len() as u64,
@@ -313,7 +373,13 @@ fn run_jobs(
     Ok(slots.into_iter().flatten().collect())
 }
 
-fn run_job(chain: &Chain, job: &Job, opts: &CombineOptions, file_mode: u32) -> Result<Outcome> {
+fn run_job(
+    chain: &Chain,
+    job: &Job,
+    track_origins: bool,
+    opts: &CombineOptions,
+    file_mode: u32,
+) -> Result<Outcome> {
     let mut out = Outcome {
         size: 0,
         mtime: 0,
@@ -322,6 +388,7 @@ fn run_job(chain: &Chain, job: &Job, opts: &CombineOptions, file_mode: u32) -> R
         whole: false,
         zero_blocks: 0,
         warnings: Vec::new(),
+        origins: None,
     };
     match &job.kind {
         JobKind::Label(text) => {
@@ -379,6 +446,9 @@ fn run_job(chain: &Chain, job: &Job, opts: &CombineOptions, file_mode: u32) -> R
             out.reconstructed = true;
             let plan = reconstruct::plan(chain, incremental, relative_dir, bare_name)?;
             out.whole = plan.copy_source.is_some();
+            if track_origins {
+                out.origins = Some(vm_repair::BlockOrigins::from_plan(&plan));
+            }
             if opts.dry_run {
                 out.zero_blocks = plan.source_of.iter().filter(|&&s| s == 0).count() as u64;
             } else {

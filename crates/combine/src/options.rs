@@ -109,6 +109,13 @@ pub struct CombineOptions {
     /// Write large files with direct I/O (bypassing the page cache) where the file system
     /// allows; off, every write goes through the page cache as pg_combinebackup's do.
     pub direct_io: bool,
+    /// Repair stale visibility-map bits (see the crate's `vm_repair` module); off, every file
+    /// is exactly what `pg_combinebackup` writes.
+    pub vm_repair: bool,
+    /// Set from another thread (a signal handler) to stop: checked before each output file
+    /// and before the output is put in place; the staging directories are then removed and
+    /// [`crate::CombineError::Cancelled`] returned.
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CombineOptions {
@@ -125,6 +132,8 @@ impl CombineOptions {
             jobs: 0,
             format: OutputFormat::Plain,
             direct_io: true,
+            vm_repair: true,
+            cancel: Default::default(),
         }
     }
 }
@@ -157,6 +166,8 @@ pub struct CombineReport {
     /// Blocks written as zeros: never seen in any backup within a file's length.
     pub zero_blocks: u64,
     pub manifest_written: bool,
+    /// What the visibility-map repair found and changed.
+    pub vm_repair: crate::VmRepairReport,
     pub warnings: Vec<String>,
     pub elapsed_ms: u64,
 }

@@ -3,6 +3,7 @@
 use crate::archive::{parse_tablespace_map, Part, TarIndex};
 use crate::error::{CombineError, Result};
 use crate::options::{canonicalize_path, TablespaceMapping};
+use pgincr_types::bounded::TABLESPACE_MAP_LIMIT;
 use std::path::{Path, PathBuf};
 
 /// One tablespace of the output.
@@ -18,12 +19,7 @@ pub struct Tablespace {
 }
 
 /// `parse_oid`: a decimal in 1..=u32::MAX.
-pub fn parse_oid(name: &str) -> Option<u32> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    name.parse::<u32>().ok().filter(|&v| v >= 1)
-}
+pub use pgincr_types::tablespace_map::parse_oid;
 
 /// Lists the tablespaces in `<last>/pg_tblspc`, in the order pg_combinebackup processes them
 /// (it prepends to a list while reading the directory, so the reverse of `readdir` order),
@@ -101,7 +97,15 @@ pub fn from_archives(
     require_mapping: bool,
 ) -> Result<Vec<Tablespace>> {
     let map = match index.open(b"tablespace_map")? {
-        Some(src) => parse_tablespace_map(&src.read_prefix(1 << 20)?)?,
+        Some(src) if src.len() > TABLESPACE_MAP_LIMIT => {
+            return Err(CombineError::Chain(format!(
+                "tablespace_map \"{}\" is {} bytes, more than the {TABLESPACE_MAP_LIMIT} bytes such a file can be: it is damaged",
+                src.path.display(),
+                src.len()
+            )))
+        }
+        Some(src) => parse_tablespace_map(&src.read_prefix(TABLESPACE_MAP_LIMIT)?)
+            .map_err(|e| CombineError::Chain(format!("{}: {e}", src.path.display())))?,
         None => Vec::new(),
     };
     let mut out: Vec<Tablespace> = Vec::new();

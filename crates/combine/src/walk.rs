@@ -2,7 +2,7 @@
 //! what each output file is made from, and creates the output directories.
 
 use crate::archive::TarIndex;
-use crate::chain::Chain;
+use crate::chain::{Chain, Layout};
 use crate::error::{CombineError, Result};
 use crate::incremental::INCREMENTAL_PREFIX;
 use crate::tablespaces::{parse_oid, Tablespace};
@@ -395,10 +395,25 @@ impl<'a> Walker<'a> {
             .filter(|p| p.as_ref() != b"backup_label" && !self.seen.contains(p.as_ref()));
         if let Some(first) = missing.next() {
             let more = missing.count();
+            // Something other than a regular file under that name (a directory, a link, a
+            // FIFO) is not read, so it is "missing" only as a file: say what it is instead.
+            let found = match &last.layout {
+                Layout::Plain => {
+                    std::fs::symlink_metadata(last.dir.join(std::ffi::OsStr::from_bytes(first)))
+                        .ok()
+                        .map(|m| pgincr_types::bounded::FileKind::of(m.file_type()))
+                        .filter(|k| *k != pgincr_types::bounded::FileKind::Regular)
+                }
+                Layout::Tar(_) => None,
+            };
+            let what = match found {
+                Some(kind) => format!("is {kind} in the backup directory, not a regular file"),
+                None => "missing from the backup directory".to_string(),
+            };
             return Err(CombineError::Input {
                 backup: last.dir.clone(),
                 message: format!(
-                    "file \"{}\" is listed in backup_manifest but missing from the backup directory{}: the backup is incomplete or damaged",
+                    "file \"{}\" is listed in backup_manifest but {what}{}: the backup is incomplete or damaged",
                     String::from_utf8_lossy(first),
                     if more > 0 { format!(" ({more} more missing)") } else { String::new() }
                 ),

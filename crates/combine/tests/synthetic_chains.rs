@@ -24,11 +24,19 @@ fn pages(tag: u8, blocks: std::ops::Range<u32>) -> Vec<u8> {
 }
 
 fn control() -> Vec<u8> {
+    control_with(BLCKSZ as u32, 4)
+}
+
+/// A pg_control with a valid CRC and the given block and segment sizes (8 KiB WAL pages and
+/// 16 MiB WAL segments, which every real control file has and pgincr checks).
+fn control_with(blcksz: u32, relseg_size: u32) -> Vec<u8> {
     let mut b = vec![0u8; 8192];
     b[0..8].copy_from_slice(&SYSID.to_le_bytes());
     b[8..12].copy_from_slice(&1800u32.to_le_bytes());
-    b[216..220].copy_from_slice(&(BLCKSZ as u32).to_le_bytes());
-    b[220..224].copy_from_slice(&4u32.to_le_bytes());
+    b[216..220].copy_from_slice(&blcksz.to_le_bytes());
+    b[220..224].copy_from_slice(&relseg_size.to_le_bytes());
+    b[224..228].copy_from_slice(&8192u32.to_le_bytes());
+    b[228..232].copy_from_slice(&(16u32 << 20).to_le_bytes());
     let crc = crc32c::crc32c(&b[..292]);
     b[292..296].copy_from_slice(&crc.to_le_bytes());
     b
@@ -225,4 +233,165 @@ fn refuses_a_broken_chain() {
         err.contains("is a full backup, but only the first backup should be a full backup"),
         "{err}"
     );
+}
+
+/// Rewrites `rel` in backup `dir` and its manifest entry (size and CRC-32C), re-signing the
+/// manifest, so that only the file's content is wrong.
+fn replace_file(dir: &Path, rel: &str, content: &[u8]) {
+    std::fs::write(dir.join(rel), content).unwrap();
+    let m = Manifest::read(&dir.join("backup_manifest")).unwrap();
+    let mut w = ManifestWriter::new(Vec::new(), SYSID).unwrap();
+    for (p, f) in &m.files {
+        if p.as_ref() == rel.as_bytes() {
+            let mut sum = Checksummer::new(ChecksumType::Crc32c);
+            sum.update(content);
+            w.add_file(p, content.len() as u64, 0, sum.finish().as_ref())
+                .unwrap();
+        } else {
+            let sum = f.checksum_of(ChecksumType::Crc32c);
+            w.add_file(p, f.size, 0, sum.as_ref()).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("backup_manifest"),
+        w.finish(&m.wal_ranges).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn refuses_impossible_geometry_in_pg_control() {
+    // Valid CRCs, impossible sizes: block size 0 (a division by zero in the estimate) and a
+    // segment size of 0xFFFFFFFF, which with a truncation length of 0xFFFFFFFF made combine
+    // try to allocate a 32 GiB block map and abort.
+    for (blcksz, relseg, field) in [(0, 4, "blcksz"), (BLCKSZ as u32, u32::MAX, "relseg_size")] {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = chain(root.path());
+        for d in &dirs {
+            replace_file(d, "global/pg_control", &control_with(blcksz, relseg));
+        }
+        replace_file(
+            &dirs[2],
+            "base/5/INCREMENTAL.16385",
+            &build(u32::MAX, &[], BLCKSZ as u32),
+        );
+        let out = root.path().join("out");
+        let err = combine(&CombineOptions::new(dirs.clone(), out.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("global/pg_control") && err.contains(field) && err.contains("geometry"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn refuses_truncation_lengths_no_server_writes() {
+    // 0xFFFFFFFF cannot be a relation length (it is InvalidBlockNumber): refused, while the
+    // 200000 of an unfixed server is clamped (see reconstructs_multi_segment_relations).
+    let root = tempfile::tempdir().unwrap();
+    let dirs = chain(root.path());
+    replace_file(
+        &dirs[2],
+        "base/5/INCREMENTAL.16385",
+        &build(u32::MAX, &[], BLCKSZ as u32),
+    );
+    let out = root.path().join("out");
+    let err = combine(&CombineOptions::new(dirs, out.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("INCREMENTAL.16385")
+            && err.contains("truncation block length 4294967295 in excess of segment size 4"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn never_follows_symlinks_in_older_backups() {
+    // A file outside the chain whose bytes must never reach the output.
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, pages(b'S', 0..4)).unwrap();
+    let dirs = chain(root.path());
+    // b2's full copy of 16385 is what b3's INCREMENTAL.16385 takes its blocks from. Replace
+    // it by a link to the secret: same size, so the manifest check does not catch it.
+    let victim = dirs[1].join("base/5/16385");
+    std::fs::remove_file(&victim).unwrap();
+    std::os::unix::fs::symlink(&secret, &victim).unwrap();
+    let out = root.path().join("out");
+    let err = combine(&CombineOptions::new(dirs.clone(), out.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&victim.display().to_string()) && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // A directory on the way that is a link is refused as well, naming it.
+    let root = tempfile::tempdir().unwrap();
+    let dirs = chain(root.path());
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::rename(dirs[1].join("base/5"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dirs[1].join("base/5")).unwrap();
+    let err = combine(&CombineOptions::new(dirs.clone(), out.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&dirs[1].join("base/5").display().to_string())
+            && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn refuses_special_files_in_older_backups() {
+    // A FIFO where b2's full file should be: refused at once instead of blocking forever.
+    let root = tempfile::tempdir().unwrap();
+    let dirs = chain(root.path());
+    let victim = dirs[1].join("base/5/16385");
+    std::fs::remove_file(&victim).unwrap();
+    let c = std::ffi::CString::new(victim.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = root.path().join("out");
+    let err = combine(&CombineOptions::new(dirs.clone(), out.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("16385") && err.contains("FIFO"), "{err}");
+
+    // A directory there is reported as a directory, not as a missing file.
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::create_dir(&victim).unwrap();
+    let err = combine(&CombineOptions::new(dirs, out.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("16385") && err.contains("is a directory") && !err.contains("exists"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // In the final backup, a directory under a name its manifest lists as a file is reported
+    // as a directory, not as missing.
+    let root = tempfile::tempdir().unwrap();
+    let dirs = chain(root.path());
+    let victim = dirs[2].join("INCREMENTAL.config");
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::create_dir(&victim).unwrap();
+    let err = combine(&CombineOptions::new(dirs, out.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("INCREMENTAL.config")
+            && err.contains("is a directory")
+            && !err.contains("missing from"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

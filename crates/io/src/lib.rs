@@ -4,7 +4,9 @@
 //! for direct I/O; [`SeqWriter`], a sequential file writer that bypasses the page cache
 //! (`O_DIRECT`) where the file system allows it and falls back to ordinary writes where it
 //! does not; [`ReadFile`], positional reads that skip the page cache for data not already in
-//! it; and the small durability helpers ([`fsync_dir`], [`start_writeback`]).
+//! it; the small durability helpers ([`fsync_dir`], [`start_writeback`]); and [`Staging`], the one
+//! way output directories come into being (hidden name, fsync, rename, leftovers of killed
+//! runs recognised and removed).
 //!
 //! Why direct I/O: a backup or a combined chain is written once and not read again by this
 //! process. Through the page cache every byte is copied into freshly allocated cache pages,
@@ -16,8 +18,10 @@ mod aligned;
 mod durable;
 mod read_file;
 mod seq_writer;
+pub mod staging;
 
 pub use aligned::{AlignedBuf, ALIGN};
 pub use durable::{fsync_all, fsync_dir, fsync_tree, start_writeback, FSYNC_THREADS};
 pub use read_file::ReadFile;
 pub use seq_writer::{SeqWriter, DIRECT_MIN};
+pub use staging::{crash_point, Leftover, Staging, StagingError};

@@ -5,7 +5,7 @@ use pgincr_types::{Lsn, TimeLineId};
 use postgres_protocol::message::frontend;
 
 use crate::connection::{Connection, ResultSet};
-use crate::error::{Error, Result};
+use crate::error::{DbError, Error, Result};
 use crate::message::Backend;
 use crate::replication::quote_literal;
 
@@ -138,11 +138,31 @@ pub enum BackupEvent {
 /// leaves the connection unusable (close it).
 pub struct BaseBackupStream<'a> {
     conn: &'a mut Connection,
+    dec: BackupDecoder,
+    done: bool,
+}
+
+/// What [`BackupDecoder::on_message`] made of one backend message.
+#[derive(Debug)]
+pub enum Step {
+    /// An event for the caller.
+    Event(BackupEvent),
+    /// Nothing to report yet: read the next message.
+    Continue,
+    /// The server reported an error; the connection must be drained to ReadyForQuery.
+    ServerError(Box<DbError>),
+    /// The server reported the command complete after all three result sets.
+    Finished,
+}
+
+/// The `BASE_BACKUP` message sequence as a state machine without I/O: result sets, archive
+/// and manifest CopyData. [`BaseBackupStream`] feeds it what the connection receives.
+#[derive(Debug, Default)]
+pub struct BackupDecoder {
     sets: usize,
     cur: Option<ResultSet>,
     in_archive: bool,
     in_manifest: bool,
-    done: bool,
 }
 
 impl Connection {
@@ -154,10 +174,7 @@ impl Connection {
         self.flush().await?;
         Ok(BaseBackupStream {
             conn: self,
-            sets: 0,
-            cur: None,
-            in_archive: false,
-            in_manifest: false,
+            dec: BackupDecoder::default(),
             done: false,
         })
     }
@@ -186,82 +203,101 @@ impl BaseBackupStream<'_> {
             return Ok(None);
         }
         loop {
-            let msg = self.conn.recv().await;
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    self.done = true;
-                    return Err(e);
-                }
+            let step = match self.conn.recv().await {
+                Ok(m) => self.dec.on_message(m),
+                Err(e) => Err(e),
             };
-            match msg {
-                Backend::RowDescription(columns) => {
-                    self.cur = Some(ResultSet {
-                        columns,
-                        ..Default::default()
-                    })
-                }
-                Backend::DataRow(r) => match self.cur.as_mut() {
-                    Some(c) => c.rows.push(r),
-                    None => return Err(self.fail("DataRow without RowDescription")),
-                },
-                Backend::CommandComplete(tag) => {
-                    let Some(set) = self.cur.take() else {
-                        continue; // "BASE_BACKUP"
-                    };
-                    self.sets += 1;
-                    return Ok(Some(match self.sets {
-                        1 => {
-                            let (lsn, tli) = lsn_tli(&set, "backup start")?;
-                            BackupEvent::Start { lsn, tli }
-                        }
-                        2 => BackupEvent::Tablespaces(tablespaces(&set)?),
-                        3 => {
-                            let (lsn, tli) = lsn_tli(&set, "backup end")?;
-                            BackupEvent::End { lsn, tli }
-                        }
-                        _ => return Err(self.fail(&format!("unexpected result set ({tag})"))),
-                    }));
-                }
-                Backend::CopyOutResponse | Backend::CopyDone => {}
-                Backend::CopyData(b) => {
-                    if let Some(ev) = self.copy_data(b)? {
-                        return Ok(Some(ev));
-                    }
-                }
-                Backend::Error(e) => {
+            match step {
+                Ok(Step::Continue) => {}
+                Ok(Step::Event(ev)) => return Ok(Some(ev)),
+                Ok(Step::ServerError(e)) => {
                     self.done = true;
                     let _ = self.conn.drain_to_ready().await;
                     return Err(Error::Db(e));
                 }
-                Backend::ReadyForQuery(_) => {
+                Ok(Step::Finished) => {
                     self.done = true;
-                    if self.sets < 3 {
-                        return Err(Error::protocol(
-                            "BASE_BACKUP ended before the end position was sent",
-                        ));
-                    }
                     return Ok(None);
                 }
-                m => return Err(self.fail(&format!("unexpected {} during BASE_BACKUP", m.name()))),
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
+                }
             }
         }
     }
+}
 
-    fn fail(&mut self, msg: &str) -> Error {
-        self.done = true;
-        Error::protocol(msg.to_string())
+impl BackupDecoder {
+    /// Takes the next backend message of the `BASE_BACKUP` exchange. After an error, or
+    /// `Finished` or `ServerError`, the exchange is over and nothing more should be fed.
+    pub fn on_message(&mut self, msg: Backend) -> Result<Step> {
+        Ok(match msg {
+            Backend::RowDescription(columns) => {
+                self.cur = Some(ResultSet {
+                    columns,
+                    ..Default::default()
+                });
+                Step::Continue
+            }
+            Backend::DataRow(r) => match self.cur.as_mut() {
+                Some(c) => {
+                    c.rows.push(r);
+                    Step::Continue
+                }
+                None => return Err(Error::protocol("DataRow without RowDescription")),
+            },
+            Backend::CommandComplete(tag) => {
+                let Some(set) = self.cur.take() else {
+                    return Ok(Step::Continue); // "BASE_BACKUP"
+                };
+                self.sets += 1;
+                Step::Event(match self.sets {
+                    1 => {
+                        let (lsn, tli) = lsn_tli(&set, "backup start")?;
+                        BackupEvent::Start { lsn, tli }
+                    }
+                    2 => BackupEvent::Tablespaces(tablespaces(&set)?),
+                    3 => {
+                        let (lsn, tli) = lsn_tli(&set, "backup end")?;
+                        BackupEvent::End { lsn, tli }
+                    }
+                    _ => {
+                        return Err(Error::protocol(format!(
+                            "unexpected result set ({tag})"
+                        )))
+                    }
+                })
+            }
+            Backend::CopyOutResponse | Backend::CopyDone => Step::Continue,
+            Backend::CopyData(b) => Step::Event(self.copy_data(b)?),
+            Backend::Error(e) => Step::ServerError(e),
+            Backend::ReadyForQuery(_) => {
+                if self.sets < 3 {
+                    return Err(Error::protocol(
+                        "BASE_BACKUP ended before the end position was sent",
+                    ));
+                }
+                Step::Finished
+            }
+            m => {
+                return Err(Error::protocol(format!(
+                    "unexpected {} during BASE_BACKUP",
+                    m.name()
+                )))
+            }
+        })
     }
 
-    fn copy_data(&mut self, mut b: Bytes) -> Result<Option<BackupEvent>> {
+    fn copy_data(&mut self, mut b: Bytes) -> Result<BackupEvent> {
         if b.is_empty() {
-            return Err(self.fail("empty CopyData during BASE_BACKUP"));
+            return Err(Error::protocol("empty CopyData during BASE_BACKUP"));
         }
         let kind = b.get_u8();
-        Ok(Some(match kind {
+        Ok(match kind {
             b'n' => {
                 if self.in_manifest {
-                    return Err(self.fail("archives must precede the manifest"));
+                    return Err(Error::protocol("archives must precede the manifest"));
                 }
                 let mut parts = b.split(|&c| c == 0);
                 let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
@@ -271,7 +307,7 @@ impl BaseBackupStream<'_> {
                     || name.contains('/')
                     || name.contains('\\')
                 {
-                    return Err(self.fail(&format!("invalid archive name \"{name}\"")));
+                    return Err(Error::protocol(format!("invalid archive name \"{name}\"")));
                 }
                 self.in_archive = true;
                 BackupEvent::ArchiveStart {
@@ -281,24 +317,26 @@ impl BaseBackupStream<'_> {
             }
             b'd' if self.in_manifest => BackupEvent::ManifestData(b),
             b'd' if self.in_archive => BackupEvent::ArchiveData(b),
-            b'd' => return Err(self.fail("archive data before any archive started")),
+            b'd' => return Err(Error::protocol("archive data before any archive started")),
             b'p' => {
                 if b.len() != 8 {
-                    return Err(self.fail("progress message must be 8 bytes"));
+                    return Err(Error::protocol("progress message must be 8 bytes"));
                 }
                 BackupEvent::Progress(b.get_u64())
             }
             b'm' => {
                 if !b.is_empty() {
-                    return Err(self.fail("manifest start message has a payload"));
+                    return Err(Error::protocol("manifest start message has a payload"));
                 }
                 self.in_manifest = true;
                 BackupEvent::ManifestStart
             }
             other => {
-                return Err(self.fail(&format!("unknown BASE_BACKUP message type 0x{other:02x}")))
+                return Err(Error::protocol(format!(
+                    "unknown BASE_BACKUP message type 0x{other:02x}"
+                )))
             }
-        }))
+        })
     }
 }
 

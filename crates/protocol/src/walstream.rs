@@ -86,7 +86,8 @@ impl Connection {
     }
 }
 
-fn parse_copy_data(mut b: Bytes) -> Result<WalEvent> {
+/// Decodes one CopyData payload of the WAL stream (XLogData or primary keepalive).
+pub fn parse_copy_data(mut b: Bytes) -> Result<WalEvent> {
     if b.is_empty() {
         return Err(Error::protocol("empty CopyData in WAL stream"));
     }

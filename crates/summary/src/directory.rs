@@ -27,7 +27,9 @@ impl SummaryFileInfo {
 }
 
 /// Every summary file in `dir` (names as the server accepts them; anything else, such as
-/// `temp.summary`, is ignored), sorted by timeline, start and end LSN.
+/// `temp.summary`, is ignored), sorted by timeline, start and end LSN. An entry with a
+/// summary's name whose range runs backwards, or that is not a regular file (a directory, a
+/// FIFO), is refused naming it: skipping it would turn it into a silent gap.
 pub fn list_summaries(dir: &Path) -> Result<Vec<SummaryFileInfo>> {
     let rd = std::fs::read_dir(dir).map_err(|e| SummaryError::io("read directory", dir, e))?;
     let mut out = Vec::new();
@@ -38,9 +40,15 @@ pub fn list_summaries(dir: &Path) -> Result<Vec<SummaryFileInfo>> {
             continue;
         };
         let path = ent.path();
+        if start > end {
+            return Err(SummaryError::BackwardsRange { path, start, end });
+        }
         let md = std::fs::metadata(&path).map_err(|e| SummaryError::io("stat file", &path, e))?;
         if !md.is_file() {
-            continue;
+            return Err(SummaryError::NotRegular {
+                path,
+                kind: pgincr_types::bounded::FileKind::of(md.file_type()),
+            });
         }
         out.push(SummaryFileInfo {
             tli,
@@ -229,5 +237,29 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(select_for_range(d, &files, TimeLineId(1), Lsn(9), Lsn(5)).is_err());
+    }
+
+    #[test]
+    fn refuses_backwards_names_and_non_files() {
+        let d = tempfile::tempdir().unwrap();
+        let good = pgincr_types::walfile::summary_file_name(TimeLineId(1), Lsn(16), Lsn(32));
+        std::fs::write(d.path().join(&good), b"x").unwrap();
+        assert_eq!(list_summaries(d.path()).unwrap().len(), 1);
+        // 0/30..0/10: start after end.
+        let back = pgincr_types::walfile::summary_file_name(TimeLineId(1), Lsn(48), Lsn(16));
+        std::fs::write(d.path().join(&back), b"x").unwrap();
+        let err = list_summaries(d.path()).unwrap_err();
+        assert!(
+            matches!(err, SummaryError::BackwardsRange { .. })
+                && err.to_string().contains(&back)
+                && err.to_string().contains("backwards"),
+            "{err}"
+        );
+        std::fs::remove_file(d.path().join(&back)).unwrap();
+        // A directory with a summary's name is reported as one, not skipped into a gap.
+        let dir = pgincr_types::walfile::summary_file_name(TimeLineId(1), Lsn(32), Lsn(48));
+        std::fs::create_dir(d.path().join(&dir)).unwrap();
+        let err = list_summaries(d.path()).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
     }
 }

@@ -87,6 +87,32 @@ pub enum SummaryError {
 
     #[error("\"{path}\": {message}")]
     DataDir { path: PathBuf, message: String },
+
+    #[error("summary file \"{path}\" has a name whose LSN range runs backwards ({start} > {end}): the server never writes one; remove or rename it")]
+    BackwardsRange { path: PathBuf, start: Lsn, end: Lsn },
+
+    #[error("\"{path}\" has a WAL summary file's name but is {kind}: remove it or move it out of the summaries directory")]
+    NotRegular {
+        path: PathBuf,
+        kind: pgincr_types::bounded::FileKind,
+    },
+
+    /// The prior backup's manifest could not be used (it names its path).
+    #[error(transparent)]
+    Manifest(Box<pgincr_types::manifest::ManifestError>),
+
+    /// A file that is not a regular file of plausible size (it names its path).
+    #[error(transparent)]
+    File(#[from] pgincr_types::bounded::BoundedReadError),
+
+    #[error("summary file \"{path}\" is {len} bytes, more than the {limit} bytes a summary of WAL range {start}..{end} can be: it is not a WAL summary, or it is damaged")]
+    TooLarge {
+        path: PathBuf,
+        len: u64,
+        limit: u64,
+        start: Lsn,
+        end: Lsn,
+    },
 }
 
 impl SummaryError {

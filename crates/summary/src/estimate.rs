@@ -16,8 +16,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use pgincr_types::manifest::Manifest;
 use pgincr_types::{
-    ForkNumber, RelFileName, DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID, INVALID_BLOCK_NUMBER,
+    BlockSize, ForkNumber, RelFileName, RelGeometry, DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID,
+    INVALID_BLOCK_NUMBER,
 };
 
 use crate::block_ref_table::{BlockRefKey, BlockRefTable};
@@ -49,8 +51,8 @@ const EXCLUDED_FILES: &[&str] = &[
 /// Build constants the rules need (from `pg_control`).
 #[derive(Clone, Debug)]
 pub struct EstimateParams {
-    pub blcksz: u32,
-    pub relseg_size: u32,
+    /// `BLCKSZ` and `RELSEG_SIZE`, validated when `pg_control` was parsed.
+    pub geometry: RelGeometry,
     /// `PG_<major>_<catversion>`: the tablespace subdirectory of this server.
     pub tablespace_version_dir: String,
     /// Paths listed in the prior backup's manifest, if known (enables rule 3).
@@ -64,8 +66,7 @@ impl EstimateParams {
         prior_files: Option<HashSet<String>>,
     ) -> EstimateParams {
         EstimateParams {
-            blcksz: control.blcksz,
-            relseg_size: control.relseg_size,
+            geometry: control.geometry(),
             tablespace_version_dir: tablespace_version_dir(
                 control.major_version(),
                 control.catalog_version_no,
@@ -96,14 +97,11 @@ pub struct RelationFile {
 }
 
 /// `GetFileBackupMethod`, rules 1, 2 and 4-10 (rule 3, the manifest lookup, is the caller's).
-pub fn file_backup_method(
-    table: &BlockRefTable,
-    file: &RelationFile,
-    blcksz: u32,
-    relseg_size: u32,
-) -> Method {
+pub fn file_backup_method(table: &BlockRefTable, file: &RelationFile, geom: RelGeometry) -> Method {
+    let (blcksz, relseg_size) = (geom.blcksz.get(), geom.relseg_size.get());
     let size = file.size;
-    let bs = u64::from(blcksz);
+    // Never zero: the geometry was validated.
+    let bs = geom.block_bytes();
     if size % bs != 0 || size / bs > u64::from(relseg_size) {
         return Method::Full;
     }
@@ -152,14 +150,10 @@ pub fn file_backup_method(
     }
 }
 
-/// `GetIncrementalFileSize`: header (rounded up to a block when blocks follow) plus blocks.
-pub fn incremental_file_size(num_blocks: u32, blcksz: u32) -> u64 {
-    let bs = u64::from(blcksz);
-    let mut header = 12 + 4 * u64::from(num_blocks);
-    if num_blocks > 0 && header % bs != 0 {
-        header += bs - header % bs;
-    }
-    header + bs * u64::from(num_blocks)
+/// `GetIncrementalFileSize`: header (rounded up to a block when blocks follow) plus blocks,
+/// the formula the combiner's reader checks files against.
+pub fn incremental_file_size(num_blocks: u32, blcksz: BlockSize) -> u64 {
+    pgincr_types::incremental::file_size(num_blocks, blcksz)
 }
 
 /// The decision for one relation file.
@@ -214,33 +208,15 @@ pub fn estimate(
     Ok(est)
 }
 
-/// Paths of the `Files` of a `backup_manifest` (plain `Path`, or hex `Encoded-Path`).
+/// Paths of the `Files` of a `backup_manifest` (plain `Path`, or hex `Encoded-Path`), read
+/// with the manifest parser every other command uses: the file must be a regular file of
+/// bounded size and its SHA-256 manifest checksum must match.
 pub fn manifest_paths(path: &Path) -> Result<HashSet<String>> {
-    let text = std::fs::read(path).map_err(|e| SummaryError::io("read file", path, e))?;
-    let bad = |m: String| SummaryError::DataDir {
-        path: path.to_path_buf(),
-        message: m,
-    };
-    let v: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("not a backup manifest: {e}")))?;
-    let files = v
-        .get("Files")
-        .and_then(|f| f.as_array())
-        .ok_or_else(|| bad("no \"Files\" array: not a backup manifest".into()))?;
-    let mut out = HashSet::new();
-    for f in files {
-        if let Some(p) = f.get("Path").and_then(|p| p.as_str()) {
-            out.insert(p.to_string());
-        } else if let Some(h) = f.get("Encoded-Path").and_then(|p| p.as_str()) {
-            let bytes: Option<Vec<u8>> = (0..h.len())
-                .step_by(2)
-                .map(|i| h.get(i..i + 2).and_then(|x| u8::from_str_radix(x, 16).ok()))
-                .collect();
-            let bytes = bytes.ok_or_else(|| bad(format!("bad Encoded-Path {h:?}")))?;
-            out.insert(String::from_utf8_lossy(&bytes).into_owned());
-        }
-    }
-    Ok(out)
+    let m = Manifest::read(path).map_err(|e| SummaryError::Manifest(Box::new(e)))?;
+    Ok(m.files
+        .keys()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect())
 }
 
 struct Walker<'a> {
@@ -351,15 +327,16 @@ impl Walker<'_> {
                     name,
                     size,
                 },
-                p.blcksz,
-                p.relseg_size,
+                p.geometry,
             )
         } else {
             Method::Full
         };
         let backup_bytes = match method {
             Method::Full => size,
-            Method::Incremental { num_blocks, .. } => incremental_file_size(num_blocks, p.blcksz),
+            Method::Incremental { num_blocks, .. } => {
+                incremental_file_size(num_blocks, p.geometry.blcksz)
+            }
         };
         let e = &mut *self.est;
         e.relation_files += 1;
@@ -449,7 +426,8 @@ mod tests {
         let bs = 8192u64;
         let seg = 131_072;
         let mut t = BlockRefTable::new();
-        let m = |t: &BlockRefTable, f: RelationFile| file_backup_method(t, &f, 8192, seg);
+        let g = RelGeometry::from_raw(8192, seg).unwrap();
+        let m = |t: &BlockRefTable, f: RelationFile| file_backup_method(t, &f, g);
         assert_eq!(m(&t, rf(1, ForkNumber::Main, 0, 100)), Method::Full);
         assert_eq!(m(&t, rf(1, ForkNumber::Fsm, 0, bs * 3)), Method::Full);
         assert_eq!(m(&t, rf(1, ForkNumber::Main, 0, 0)), Method::Full);
@@ -489,15 +467,49 @@ mod tests {
 
     #[test]
     fn incremental_sizes() {
-        assert_eq!(incremental_file_size(0, 8192), 12);
-        assert_eq!(incremental_file_size(1, 8192), 16384);
-        assert_eq!(incremental_file_size(2045, 8192), 8192 + 2045 * 8192);
-        assert_eq!(incremental_file_size(2046, 8192), 16384 + 2046 * 8192);
+        let b = BlockSize::DEFAULT;
+        assert_eq!(incremental_file_size(0, b), 12);
+        assert_eq!(incremental_file_size(1, b), 16384);
+        assert_eq!(incremental_file_size(2045, b), 8192 + 2045 * 8192);
+        assert_eq!(incremental_file_size(2046, b), 16384 + 2046 * 8192);
         assert!(looks_like_temp_rel("t3_16384"));
         assert!(!looks_like_temp_rel("t_1"));
         assert_eq!(
             incremental_path("base/5/16384.1"),
             "base/5/INCREMENTAL.16384.1"
         );
+    }
+
+    #[test]
+    fn manifest_paths_verifies_and_bounds_the_manifest() {
+        use pgincr_types::manifest::ManifestWriter;
+        let d = tempfile::tempdir().unwrap();
+        let mut w = ManifestWriter::new(Vec::new(), 7).unwrap();
+        w.add_file(b"base/5/16384", 8192, 0, None).unwrap();
+        w.add_file(b"base/5/INCREMENTAL.16385", 12, 0, None)
+            .unwrap();
+        let text = w.finish(&[]).unwrap();
+        let p = d.path().join("backup_manifest");
+        std::fs::write(&p, &text).unwrap();
+        let paths = manifest_paths(&p).unwrap();
+        assert!(paths.contains("base/5/16384") && paths.contains("base/5/INCREMENTAL.16385"));
+        // Its own serde_json parse accepted a manifest without (or with a wrong) checksum.
+        let mut edited = text.clone();
+        let at = edited.windows(5).position(|w| w == b"16384").unwrap();
+        edited[at] = b'9';
+        std::fs::write(&p, &edited).unwrap();
+        let err = manifest_paths(&p).unwrap_err().to_string();
+        assert!(err.contains("checksum"), "{err}");
+        std::fs::write(
+            &p,
+            br#"{"PostgreSQL-Backup-Manifest-Version": 2, "Files": []}"#,
+        )
+        .unwrap();
+        assert!(manifest_paths(&p).is_err());
+        // /dev/zero used to be read until the kernel killed the process.
+        let err = manifest_paths(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("character device"), "{err}");
     }
 }

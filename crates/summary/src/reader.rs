@@ -8,7 +8,9 @@ use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
 use std::path::Path;
 
-use pgincr_types::ForkNumber;
+use pgincr_types::bounded::open_regular;
+use pgincr_types::walfile::parse_summary_file_name;
+use pgincr_types::{ForkNumber, Lsn};
 
 use crate::block_ref_table::{
     BlockRefEntry, BlockRefKey, Chunk, MAX_CHUNKS, MAX_ENTRIES_PER_CHUNK,
@@ -28,12 +30,48 @@ pub struct SummaryReader<R> {
     done: bool,
 }
 
-impl SummaryReader<BufReader<File>> {
-    /// Opens the file at `path` (buffered).
+/// The largest summary of WAL range `[start, end)`: every entry the summarizer writes comes
+/// from WAL in that range, and the densest source there is (a commit record dropping
+/// relations: 12 bytes of WAL per relation, three limit-only entries of 24 bytes each) makes
+/// the summary about six times the WAL it summarizes. Sixteen times, plus a megabyte for the
+/// header, sentinel and rounding, never refuses a real summary but does refuse, say, a
+/// multi-gigabyte file named as a summary of a few kilobytes of WAL.
+pub fn max_summary_len(start: Lsn, end: Lsn) -> u64 {
+    end.0
+        .saturating_sub(start.0)
+        .saturating_mul(16)
+        .saturating_add(1 << 20)
+}
+
+impl SummaryReader<BufReader<std::io::Take<File>>> {
+    /// Opens the file at `path` (buffered). It must be a regular file (a FIFO or device is
+    /// refused before anything is read); when its name is a summary name, its size must fit
+    /// the WAL range the name gives ([`max_summary_len`]).
     pub fn open(path: &Path) -> Result<Self> {
-        let f = File::open(path).map_err(|e| SummaryError::io("open file", path, e))?;
+        let range = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_summary_file_name);
+        let (f, len) = open_regular(path, u64::MAX, "WAL summary file")?;
+        let limit = match range {
+            Some((_, start, end)) => {
+                let limit = max_summary_len(start, end);
+                if len > limit {
+                    return Err(SummaryError::TooLarge {
+                        path: path.to_path_buf(),
+                        len,
+                        limit,
+                        start,
+                        end,
+                    });
+                }
+                limit
+            }
+            None => u64::MAX,
+        };
+        // A file that grows while being read ends at the limit, and then fails its checksum.
         SummaryReader::new(
-            BufReader::with_capacity(1 << 16, f),
+            BufReader::with_capacity(1 << 16, f.take(limit)),
             &path.display().to_string(),
         )
     }
@@ -198,5 +236,34 @@ impl<R: Read> SummaryReader<R> {
         self.crc = crc32c::crc32c_append(self.crc, buf);
         self.offset += buf.len() as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_refuses_fifos_and_oversized_files() {
+        let d = tempfile::tempdir().unwrap();
+        // A FIFO given as a summary used to block in open(2) forever.
+        let fifo = d.path().join("x.summary");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let err = SummaryReader::open(&fifo).err().unwrap();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        let err = SummaryReader::open(Path::new("/dev/zero")).err().unwrap();
+        assert!(err.to_string().contains("character device"), "{err}");
+        // A name claiming 16 bytes of WAL cannot hold 2 MiB of summary.
+        let name =
+            pgincr_types::walfile::summary_file_name(pgincr_types::TimeLineId(1), Lsn(16), Lsn(32));
+        let big = d.path().join(&name);
+        std::fs::write(&big, vec![0u8; 2 << 20]).unwrap();
+        let err = SummaryReader::open(&big).err().unwrap();
+        assert!(
+            matches!(err, SummaryError::TooLarge { .. }) && err.to_string().contains(&name),
+            "{err}"
+        );
+        assert_eq!(max_summary_len(Lsn(32), Lsn(16)), 1 << 20);
     }
 }

@@ -7,15 +7,22 @@
 //! caller names, and it never panics on input.
 
 pub mod backup_label;
+pub mod bounded;
 pub mod checksum;
 pub mod control;
+pub mod heap_page;
+pub mod incremental;
 pub mod lsn;
 pub mod manifest;
+pub mod page;
 pub mod relfile;
+pub mod tablespace_map;
+pub mod visibility_map;
 pub mod walfile;
 
 pub use backup_label::BackupLabel;
-pub use control::ControlFile;
+pub use bounded::read_bounded;
+pub use control::{BlockSize, ControlFile, RelGeometry, RelSegSize, WalBlockSize, WalSegSize};
 pub use lsn::{Lsn, TimeLineId};
 pub use relfile::{BlockNumber, ForkNumber, Oid, RelFileLocator, RelFileName};
 

@@ -7,6 +7,7 @@
 //! including the penultimate newline of the file (format reference 9.3). The streaming hash keeps
 //! the states at the last two newlines so that no text needs to be kept.
 
+use crate::bounded::{open_regular, BoundedReadError, MANIFEST_LIMIT};
 use crate::checksum::{hex_decode, hex_lower, Checksum, ChecksumType};
 use crate::lsn::{Lsn, TimeLineId};
 use indexmap::IndexMap;
@@ -62,14 +63,19 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads and verifies `path`.
+    /// Reads and verifies `path`, which must be a regular file of at most
+    /// [`MANIFEST_LIMIT`] bytes (a FIFO or device is refused before anything is read).
     pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-        let file = std::fs::File::open(path).map_err(|e| ManifestError {
-            path: Some(path.to_path_buf()),
-            offset: None,
-            kind: ManifestErrorKind::Io(e),
-        })?;
-        Self::parse(file).map_err(|mut e| {
+        let (file, _) =
+            open_regular(path, MANIFEST_LIMIT, "backup manifest").map_err(|e| ManifestError {
+                path: Some(path.to_path_buf()),
+                offset: None,
+                kind: ManifestErrorKind::File(e),
+            })?;
+        // A file that grows past the limit while being read is cut there, and then fails its
+        // checksum.
+        let reader = file.take(MANIFEST_LIMIT);
+        Self::parse(reader).map_err(|mut e| {
             e.path = Some(path.to_path_buf());
             e
         })
@@ -122,11 +128,21 @@ pub struct ManifestError {
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ManifestErrorKind::File(e) = &self.kind {
+            // Names the path and what it is already.
+            return write!(f, "{e}");
+        }
         match &self.path {
             Some(p) => write!(f, "backup manifest \"{}\": {}", p.display(), self.kind)?,
             None => write!(f, "backup manifest: {}", self.kind)?,
         }
-        if let (Some(off), false) = (self.offset, matches!(self.kind, ManifestErrorKind::Io(_))) {
+        if let (Some(off), false) = (
+            self.offset,
+            matches!(
+                self.kind,
+                ManifestErrorKind::Io(_) | ManifestErrorKind::File(_)
+            ),
+        ) {
             write!(f, " (near byte {off})")?;
         }
         Ok(())
@@ -138,6 +154,9 @@ impl fmt::Display for ManifestError {
 pub enum ManifestErrorKind {
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The path is not a regular file of plausible size, or cannot be opened.
+    #[error("{0}")]
+    File(BoundedReadError),
     /// JSON syntax errors and the structural checks of parse_manifest.c.
     #[error("could not parse backup manifest: {0}")]
     Parse(String),
