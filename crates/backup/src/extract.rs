@@ -1,5 +1,6 @@
 //! Streaming extraction of one server archive into a directory (plain format).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use pgincr_io::SeqWriter;
@@ -26,6 +27,8 @@ pub struct Extractor {
     offset: u64,
     file: Option<(SeqWriter, PathBuf)>,
     link_map: Vec<(String, String)>,
+    /// Names of the symlinks extracted so far: nothing may be written through them.
+    links: HashSet<String>,
     direct: bool,
     pub files: u64,
     pub bytes: u64,
@@ -47,6 +50,7 @@ impl Extractor {
             offset: 0,
             file: None,
             link_map,
+            links: HashSet::new(),
             direct,
             files: 0,
             bytes: 0,
@@ -129,6 +133,14 @@ impl Extractor {
             }
             Err(m) => return Err(self.err(m)),
         };
+        // A member at or below a symlink of this archive would be written wherever the link
+        // points, outside the backup: the server never sends one.
+        if let Some(link) = self.link_on_path(&h.name) {
+            return Err(self.err(format!(
+                "refusing member \"{}\": it lies at or below the symlink \"{link}\"",
+                h.name
+            )));
+        }
         let path = if h.name.is_empty() {
             self.root.clone()
         } else {
@@ -152,6 +164,19 @@ impl Extractor {
                 self.files += 1;
                 body = h.size;
             }
+            Kind::Symlink if h.name.is_empty() => {
+                return Err(self.err("refusing a symlink as the archive's root directory"));
+            }
+            // The server sends symbolic links only for tablespaces, pg_tblspc/<oid> to the
+            // tablespace's absolute location (relocated with -T). Any other link would let a
+            // malicious server point a later write, or a restore, outside the backup
+            // (CVE-2026-6475 in pg_basebackup before 17.10/18.4).
+            Kind::Symlink if !is_tablespace_link(&h.name) || !h.link.starts_with('/') => {
+                return Err(self.err(format!(
+                    "refusing symlink \"{}\" -> \"{}\": the server sends symlinks only for tablespaces, as pg_tblspc/<oid> pointing to an absolute path",
+                    h.name, h.link
+                )));
+            }
             Kind::Symlink => {
                 let target = self
                     .link_map
@@ -160,6 +185,7 @@ impl Extractor {
                     .map_or(h.link.clone(), |(_, new)| new.clone());
                 std::os::unix::fs::symlink(&target, &path)
                     .map_err(|e| BackupError::io(&path, e))?;
+                self.links.insert(h.name.clone());
             }
             Kind::Other(t) => {
                 tracing::warn!(
@@ -182,6 +208,17 @@ impl Extractor {
         Ok(())
     }
 
+    /// The symlink extracted earlier that `name` (normalised) is, or lies below.
+    fn link_on_path(&self, name: &str) -> Option<&str> {
+        if self.links.is_empty() {
+            return None;
+        }
+        name.match_indices('/')
+            .map(|(i, _)| &name[..i])
+            .chain(std::iter::once(name))
+            .find_map(|p| self.links.get(p).map(String::as_str))
+    }
+
     /// Checks the archive ended where a member boundary is.
     pub fn finish(&mut self) -> Result<()> {
         match self.state {
@@ -196,6 +233,13 @@ impl Extractor {
             _ => Err(self.err("archive is truncated")),
         }
     }
+}
+
+/// `pg_tblspc/<oid>`: the one place the server puts a symbolic link.
+fn is_tablespace_link(name: &str) -> bool {
+    name.strip_prefix("pg_tblspc/").is_some_and(|oid| {
+        !oid.is_empty() && oid.len() <= 10 && oid.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 #[cfg(test)]
@@ -223,5 +267,82 @@ mod tests {
         let mut y = Extractor::new(d.path().join("other"), "t.tar".into(), Vec::new(), false);
         y.feed(&t[..600]).unwrap();
         assert!(y.finish().is_err());
+    }
+
+    /// A header of type `kind` ('2' symlink, '5' directory) with link target `link`.
+    fn header(name: &str, kind: u8, link: &str) -> [u8; BLOCK] {
+        let mut h = tar::file_header(name, 0, 0).unwrap();
+        h[156] = kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+
+    /// Found while writing the `tar_extract` fuzz target: a symlink member followed by a
+    /// member below it wrote through the link, outside the extraction directory.
+    #[test]
+    fn refuses_members_through_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let root = d.path().join("root");
+        for (second, kind) in [("l/f", b'0'), ("l/sub/f", b'0'), ("l/d", b'5'), ("l", b'5')] {
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir(&root).unwrap();
+            let mut t = Vec::new();
+            t.extend_from_slice(&header("l", b'2', outside.to_str().unwrap()));
+            t.extend_from_slice(&header(second, kind, ""));
+            t.extend_from_slice(&[0u8; 1024]);
+            let mut x = Extractor::new(root.clone(), "t.tar".into(), Vec::new(), false);
+            let err = x.feed(&t).unwrap_err().to_string();
+            assert!(err.contains("symlink"), "{second}: {err}");
+            assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{second}");
+        }
+        // A symlink standing for the root itself.
+        let mut t = header("./", b'2', outside.to_str().unwrap()).to_vec();
+        t.extend_from_slice(&tar::file_header("f", 0, 0).unwrap());
+        let mut x = Extractor::new(d.path().join("new"), "t.tar".into(), Vec::new(), false);
+        assert!(x.feed(&t).is_err());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // Symlinks beside other members are still extracted.
+        let mut t = header("pg_tblspc", b'5', "").to_vec();
+        t.extend_from_slice(&header("pg_tblspc/16384", b'2', "/ts"));
+        t.extend_from_slice(&tar::file_header("pg_tblspc/16384x", 0, 0).unwrap());
+        t.extend_from_slice(&[0u8; 1024]);
+        let mut x = Extractor::new(d.path().join("ok"), "t.tar".into(), Vec::new(), false);
+        x.feed(&t).unwrap();
+        x.finish().unwrap();
+        let link = std::fs::read_link(d.path().join("ok/pg_tblspc/16384")).unwrap();
+        assert_eq!(link, std::path::Path::new("/ts"));
+    }
+
+    /// Symbolic links the server never sends are refused before anything is created: a link
+    /// elsewhere than pg_tblspc/<oid>, or a tablespace link to a relative path.
+    #[test]
+    fn refuses_links_that_are_not_tablespaces() {
+        let d = tempfile::tempdir().unwrap();
+        for (i, (name, target)) in [
+            ("pg_wal", "/etc"),
+            ("base/5/16384", "/etc/passwd"),
+            ("pg_tblspc/16384", "../../outside"),
+            ("pg_tblspc/abc", "/ts"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let root = d.path().join(format!("r{i}"));
+            let mut t = header(name, b'2', target).to_vec();
+            t.extend_from_slice(&[0u8; 1024]);
+            let mut x = Extractor::new(root.clone(), "base.tar".into(), Vec::new(), false);
+            let err = x.feed(&t).unwrap_err().to_string();
+            assert!(err.contains("only for tablespaces"), "{name}: {err}");
+            assert!(
+                std::fs::symlink_metadata(root.join(name)).is_err(),
+                "{name}"
+            );
+        }
+        assert!(is_tablespace_link("pg_tblspc/16384") && !is_tablespace_link("pg_tblspc/"));
     }
 }

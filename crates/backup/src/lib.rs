@@ -23,3 +23,11 @@ pub use engine::{run, BackupSummary, CancelSignal};
 pub use error::{BackupError, Result};
 pub use options::{Algorithm, BackupOptions, Compression, Format, ProgressFn, WalMethod};
 pub use pgincr_protocol::Checkpoint;
+
+/// The archive extractor and tar header parser, for the fuzz targets in `fuzz/`. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::extract::Extractor;
+    pub use crate::tar::{file_header, normalise, padding, parse, Header, Kind, BLOCK};
+}

@@ -1,8 +1,8 @@
 //! `pgincr verify --check-vm` and the visibility-map repair from the command line, on a small
-//! PostgreSQL 17.10 chain (the affected release): upstream's combined output has stale bits
-//! and the check says so (exit 1, one line per bit, a summary), pgincr's default combine
-//! repairs them (its `--json` report counts them) and the check passes (exit 0);
-//! `--no-vm-repair` writes upstream's bytes.
+//! PostgreSQL 17.10 chain (the affected release), its incremental taken by `pgincr backup`:
+//! the un-repaired combine (`--no-vm-repair`, upstream's bytes) has stale bits and the check
+//! says so (exit 1, one line per bit, a summary); pgincr's default combine repairs them (its
+//! `--json` report counts them) and the check passes (exit 0).
 
 use pgincr_testkit::{output, scratch, Cluster, Major};
 use std::process::Command;
@@ -31,15 +31,13 @@ fn check_vm_and_repair_from_the_command_line() {
             .args(["-c", "fast"]),
     );
     c.sql("DELETE FROM t WHERE id % 3 = 0");
+    // The incremental taken by pgincr itself: the repair must not depend on who took it.
     c.run(
-        c.tool("pg_basebackup")
-            .arg("-D")
+        c.client(env!("CARGO_BIN_EXE_pgincr"))
+            .args(["backup", "-c", "fast", "-D"])
             .arg(&b2)
-            .args(["-c", "fast"])
-            .arg(format!(
-                "--incremental={}",
-                b1.join("backup_manifest").display()
-            )),
+            .arg("-i")
+            .arg(b1.join("backup_manifest")),
     );
 
     // The full backup is clean.

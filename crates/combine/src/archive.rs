@@ -102,7 +102,7 @@ pub fn find_archives(dir: &Path) -> Result<Option<Vec<ArchiveFile>>> {
     });
     for w in found.windows(2) {
         if w[0].part == w[1].part {
-            return Err(CombineError::Chain(format!(
+            return Err(CombineError::Damaged(format!(
                 "\"{}\" and \"{}\" hold the same part of the backup",
                 w[0].path.display(),
                 w[1].path.display()
@@ -174,7 +174,7 @@ impl TarIndex {
         let mut by_path = HashMap::with_capacity(members.len());
         for (i, m) in members.iter().enumerate() {
             if !m.is_dir && by_path.insert(m.path.clone(), i).is_some() {
-                return Err(CombineError::Chain(format!(
+                return Err(CombineError::Damaged(format!(
                     "backup archives hold \"{}\" twice",
                     String::from_utf8_lossy(&m.path)
                 )));
@@ -208,7 +208,7 @@ impl TarIndex {
                 len,
             } => {
                 let file = self.maps[*archive].as_ref().ok_or_else(|| {
-                    CombineError::Output("internal error: archive without a map".into())
+                    CombineError::Internal("internal error: archive without a map".into())
                 })?;
                 let a = &self.archives[*archive];
                 let name = PathBuf::from(format!(
@@ -221,7 +221,7 @@ impl TarIndex {
             Location::Spilled(p) => {
                 Source::open(p).map_err(CombineError::io("could not open file", p))
             }
-            Location::Skipped => Err(CombineError::Output(format!(
+            Location::Skipped => Err(CombineError::Internal(format!(
                 "internal error: \"{}\" was not kept from its compressed archive",
                 String::from_utf8_lossy(&m.path)
             ))),
@@ -237,7 +237,7 @@ impl TarIndex {
                 message: format!("the archives contain no \"{path}\""),
             })?;
         if src.len() > max {
-            return Err(CombineError::Chain(format!(
+            return Err(CombineError::Damaged(format!(
                 "file \"{}\" is too large",
                 src.path.display()
             )));
@@ -254,7 +254,7 @@ fn index_archive(
 ) -> Result<IndexedArchive> {
     // A regular file only: a FIFO named base.tar would block the open forever.
     let (file, _) = pgincr_types::bounded::open_regular(&a.path, u64::MAX, "backup archive")
-        .map_err(|e| CombineError::Chain(e.to_string()))?;
+        .map_err(CombineError::Metadata)?;
     let bad = |e: std::io::Error| CombineError::Input {
         backup: a.path.clone(),
         message: format!("could not read the archive: {e}"),
@@ -285,7 +285,21 @@ fn index_archive(
             }
             let mut out =
                 File::create(&dest).map_err(CombineError::io("could not create file", &dest))?;
-            let n = std::io::copy(&mut entry, &mut out).map_err(bad)?;
+            let n = std::io::copy(&mut entry, &mut out).map_err(|e| {
+                // Only the write to the spill file can run out of space.
+                if crate::error::is_out_of_space(&e) {
+                    CombineError::DiskFull {
+                        message: format!(
+                            "backup \"{}\": could not read the archive: {e}",
+                            a.path.display()
+                        ),
+                        path: dest.clone(),
+                        source: e,
+                    }
+                } else {
+                    bad(e)
+                }
+            })?;
             if n != m.size {
                 return Err(bad(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -379,7 +393,7 @@ fn member<R: Read>(
 /// backslash escaping the next byte, newlines included).
 pub fn parse_tablespace_map(text: &[u8]) -> Result<Vec<(u32, PathBuf)>> {
     let entries = pgincr_types::tablespace_map::parse(text)
-        .map_err(|e| CombineError::Chain(e.to_string()))?;
+        .map_err(|e| CombineError::Damaged(e.to_string()))?;
     Ok(entries.into_iter().map(|e| (e.oid, e.path)).collect())
 }
 

@@ -9,6 +9,7 @@ use crate::geometry::Geometry;
 use pgincr_types::backup_label::MAX_BACKUP_LABEL_LEN;
 use pgincr_types::bounded::PG_CONTROL_LIMIT;
 use pgincr_types::manifest::Manifest;
+use pgincr_types::control::ControlFileError;
 use pgincr_types::{BackupLabel, ControlFile};
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
@@ -84,8 +85,17 @@ pub fn load(dirs: &[PathBuf], spill_dir: &Path) -> Result<Chain> {
         return Err(CombineError::Usage("no input directories specified".into()));
     }
     for d in dirs {
-        let meta = std::fs::metadata(d)
-            .map_err(CombineError::io("could not access backup directory", d))?;
+        let meta = std::fs::metadata(d).map_err(|e| {
+            // A backup directory that is gone is a backup missing from the chain.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                CombineError::Chain(format!(
+                    "could not access backup directory \"{}\": {e}",
+                    d.display()
+                ))
+            } else {
+                CombineError::io("could not access backup directory", d)(e)
+            }
+        })?;
         if !meta.is_dir() {
             return chain_err(format!(
                 "\"{}\" is not a directory: pass backup directories (plain, or holding base.tar)",
@@ -119,8 +129,8 @@ pub fn load(dirs: &[PathBuf], spill_dir: &Path) -> Result<Chain> {
         });
     }
     let pg_major = read_pg_version(&backups[last_index])?;
-    let mut warnings = Vec::new();
-    let controls = check_control_files(&backups, pg_major, &mut warnings)?;
+    let warnings = Vec::new();
+    let controls = check_control_files(&backups, pg_major)?;
     let labels = check_backup_labels(&backups)?;
     let system_identifier = controls[controls.len() - 1].system_identifier;
     let geometry = Geometry::from_control(&controls[controls.len() - 1]);
@@ -210,21 +220,19 @@ fn read_pg_version(b: &PartialBackup) -> Result<u32> {
         .and_then(|s| s.parse::<u32>().ok());
     match (version, text.get(digits_end)) {
         (Some(v), Some(b'\n')) => Ok(v),
-        _ => chain_err(format!("{path}: could not parse version number")),
+        _ => Err(CombineError::Damaged(format!(
+            "{path}: could not parse version number"
+        ))),
     }
 }
 
 /// Reads a regular file of at most `max` bytes (a FIFO, device or directory is refused
 /// before anything is read).
 fn read_small(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>> {
-    pgincr_types::read_bounded(path, max, what).map_err(|e| CombineError::Chain(e.to_string()))
+    pgincr_types::read_bounded(path, max, what).map_err(CombineError::Metadata)
 }
 
-fn check_control_files(
-    backups: &[PartialBackup],
-    pg_major: u32,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<ControlFile>> {
+fn check_control_files(backups: &[PartialBackup], pg_major: u32) -> Result<Vec<ControlFile>> {
     let mut controls: Vec<ControlFile> = Vec::with_capacity(backups.len());
     let last_dir = &backups[backups.len() - 1].dir;
     // Last to first, as pg_combinebackup does, so errors name the same backup it would.
@@ -232,8 +240,11 @@ fn check_control_files(
         let dir = &b.dir;
         let path = PathBuf::from(b.display("global/pg_control"));
         let bytes = b.read_small("global/pg_control", PG_CONTROL_LIMIT, "control file")?;
-        let c =
-            ControlFile::parse(&bytes, &path).map_err(|e| CombineError::Chain(e.to_string()))?;
+        let c = ControlFile::parse(&bytes, &path).map_err(|e| match e {
+            // Not damaged: a cluster pgincr cannot combine.
+            ControlFileError::UnsupportedVersion { .. } => CombineError::Chain(e.to_string()),
+            e => CombineError::Damaged(e.to_string()),
+        })?;
         match controls.first() {
             None => {
                 if c.major_version() != pg_major {
@@ -273,11 +284,19 @@ fn check_control_files(
                         last.relseg_size
                     ));
                 }
+                // Pages of a backup taken without data checksums carry none, and the
+                // restored cluster (which verifies them, as the final backup's control file
+                // says) would fail on every one it reads. pg_combinebackup only warns.
                 if last.data_checksums_enabled()
                     && c.data_checksum_version != last.data_checksum_version
-                    && !warnings.iter().any(|w| w.starts_with("only some"))
                 {
-                    warnings.push("only some backups have checksums enabled; disable, and optionally reenable, checksums on the output directory to avoid failures".into());
+                    return chain_err(format!(
+                        "{}: data checksums are {} in backup \"{}\" but on in the final backup \"{}\": data checksums were switched within the chain, so older pages would fail their checksums after a restore; start a new chain with a full backup (or combine with pg_combinebackup and run pg_checksums --enable on the stopped output)",
+                        path.display(),
+                        if c.data_checksums_enabled() { "of another version" } else { "off" },
+                        dir.display(),
+                        last_dir.display()
+                    ));
                 }
             }
         }
@@ -294,7 +313,7 @@ fn check_backup_labels(backups: &[PartialBackup]) -> Result<Vec<BackupLabel>> {
         let view = &backups[i];
         let text = view.read_small("backup_label", MAX_BACKUP_LABEL_LEN as u64, "backup_label")?;
         let label = BackupLabel::parse(&text)
-            .map_err(|e| CombineError::Chain(format!("{}: {e}", view.display("backup_label"))))?;
+            .map_err(|e| CombineError::Damaged(format!("{}: {e}", view.display("backup_label"))))?;
         let dir = backups[i].dir.display();
         match (i, label.incremental_from) {
             (0, Some(_)) => {

@@ -192,6 +192,7 @@ impl Source {
 }
 
 /// `openat(2)` relative to `dir`.
+#[allow(unsafe_code)]
 fn openat(dir: &File, name: &[u8], flags: libc::c_int) -> std::io::Result<File> {
     use std::os::fd::FromRawFd;
     let c = std::ffi::CString::new(name)
@@ -311,10 +312,23 @@ pub fn copy_range(
 ) -> Result<()> {
     let copied = out
         .copy_range(src.file.file(), src.start + offset, len)
-        .map_err(|e| CombineError::Io {
-            context: "error while copying file range to",
-            path: out_path.to_path_buf(),
-            source: std::io::Error::new(e.kind(), format!("from \"{}\": {e}", src.path.display())),
+        .map_err(|e| {
+            let from = format!("from \"{}\": {e}", src.path.display());
+            if crate::error::is_out_of_space(&e) {
+                return CombineError::DiskFull {
+                    message: format!(
+                        "error while copying file range to \"{}\": {from}",
+                        out_path.display()
+                    ),
+                    path: out_path.to_path_buf(),
+                    source: e,
+                };
+            }
+            CombineError::Io {
+                context: "error while copying file range to",
+                path: out_path.to_path_buf(),
+                source: std::io::Error::new(e.kind(), from),
+            }
         })?;
     if copied < len {
         return Err(CombineError::Input {
@@ -355,31 +369,49 @@ pub fn copy_whole(
         }
         CopyMode::Clone => {
             let out = create_file(dst, file_mode)?;
-            // SAFETY: FICLONE takes the source descriptor as its argument.
+            // SAFETY: FICLONE takes the source descriptor as its argument; both descriptors
+            // are open for the duration of the call.
+            #[allow(unsafe_code)]
             let rc = unsafe { libc::ioctl(out.as_raw_fd(), FICLONE, src.file.file().as_raw_fd()) };
             if rc < 0 {
                 let e = std::io::Error::last_os_error();
                 drop(out);
                 let _ = std::fs::remove_file(dst);
-                return Err(CombineError::Output(format!(
+                let message = format!(
                     "error while cloning file \"{}\" to \"{}\": {e} (--clone needs a file system with reflinks, such as XFS or Btrfs, holding both)",
                     src.path.display(),
                     dst.display()
-                )));
+                );
+                return Err(output_or_disk_full(e, dst, message));
             }
         }
         CopyMode::Link => {
             std::fs::hard_link(&src.path, dst).map_err(|e| {
-                CombineError::Output(format!(
+                let message = format!(
                     "could not create link from \"{}\" to \"{}\": {e}",
                     src.path.display(),
                     dst.display()
-                ))
+                );
+                output_or_disk_full(e, dst, message)
             })?;
         }
     }
     // Modes that do not pass the bytes through us read the source for the checksum.
     checksum_source(src, sum)
+}
+
+/// A clone or link that failed: the output cannot hold it ([`CombineError::Output`]), or,
+/// for lack of space, [`CombineError::DiskFull`]; the message is the same.
+fn output_or_disk_full(e: std::io::Error, dst: &Path, message: String) -> CombineError {
+    if crate::error::is_out_of_space(&e) {
+        CombineError::DiskFull {
+            path: dst.to_path_buf(),
+            message,
+            source: e,
+        }
+    } else {
+        CombineError::Output(message)
+    }
 }
 
 /// Feeds a whole source to `sum` (nothing is read when no checksum is wanted).

@@ -289,6 +289,7 @@ fn repair_visibility_maps(
         .map(|(job, o)| vm_repair::Produced {
             job,
             origins: o.origins.as_ref(),
+            all_visible: o.all_visible.as_ref(),
             size: o.size,
         })
         .collect();
@@ -330,6 +331,8 @@ struct Outcome {
     warnings: Vec<String>,
     /// Which backup supplied each block, for the files the visibility-map repair looks at.
     origins: Option<vm_repair::BlockOrigins>,
+    /// Which of those blocks are all-visible heap pages, where the data passed through us.
+    all_visible: Option<reconstruct::AllVisibleBits>,
 }
 
 fn run_jobs(
@@ -389,6 +392,7 @@ fn run_job(
         zero_blocks: 0,
         warnings: Vec::new(),
         origins: None,
+        all_visible: None,
     };
     match &job.kind {
         JobKind::Label(text) => {
@@ -450,7 +454,7 @@ fn run_job(
                 out.origins = Some(vm_repair::BlockOrigins::from_plan(&plan));
             }
             if opts.dry_run {
-                out.zero_blocks = plan.source_of.iter().filter(|&&s| s == 0).count() as u64;
+                out.zero_blocks = plan.zero_blocks();
             } else {
                 let target = reconstruct::Target {
                     path: &job.output,
@@ -459,10 +463,12 @@ fn run_job(
                     copy_mode: opts.copy_mode,
                     file_mode,
                     direct: opts.direct_io,
+                    note_all_visible: track_origins,
                 };
                 let w = reconstruct::execute(chain, &plan, &target, &mut out.warnings)?;
                 out.checksum = w.checksum;
                 out.zero_blocks = w.zero_blocks;
+                out.all_visible = w.all_visible;
             }
         }
     }

@@ -8,23 +8,59 @@ use crate::incremental::{IncrementalHeader, INCREMENTAL_PREFIX};
 use crate::options::CopyMode;
 use crate::walk::FileRef;
 use pgincr_types::checksum::{Checksum, ChecksumType, Checksummer};
+use pgincr_types::page;
+use pgincr_types::relfile::{ForkNumber, RelFileName};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Where each block of the output comes from.
+/// A run of output blocks that one source supplies from consecutive offsets, or zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First output block.
+    pub start: u32,
+    pub len: u32,
+    /// Index into [`Plan::sources`] plus one, or 0 for zero-filled blocks.
+    pub source: u32,
+    /// Byte offset of the run's first block in its source.
+    pub offset: u64,
+}
+
+impl Run {
+    pub fn end(&self) -> u32 {
+        self.start + self.len
+    }
+}
+
+/// Where each block of the output comes from, as runs: its size follows the number of
+/// changed runs in the chain, never a truncation length read off disk, so a crafted
+/// `INCREMENTAL` header cannot make the plan allocate.
 pub struct Plan {
     /// Source files consulted, newest first; index 0 is the final incremental file.
     pub sources: Vec<PlanSource>,
-    /// Per output block: index into `sources` plus one, or 0 for a zero-filled block.
-    pub source_of: Vec<u32>,
-    /// Per output block: byte offset in its source.
-    pub offset_of: Vec<u64>,
+    /// Runs covering `[0, blocks)` in order, adjacent runs of one source merged.
+    pub runs: Vec<Run>,
+    /// Length of the output in blocks.
+    pub blocks: u32,
     /// Set when the whole output equals a full file of an older backup.
     pub copy_source: Option<usize>,
-    /// The value in `source_of` of the full file found in an older backup, if any: its
+    /// The value of [`Run::source`] of the full file found in an older backup, if any: its
     /// blocks sit at their own offsets, so any span of them can be read at once.
     pub full_source: Option<u32>,
+    /// Page checks of blocks from older backups: the first block number of this segment
+    /// within its fork, when the file is a main fork and the cluster has data checksums.
+    pub check_pages_from: Option<u32>,
+}
+
+impl Plan {
+    /// Blocks written as zeros.
+    pub fn zero_blocks(&self) -> u64 {
+        self.runs
+            .iter()
+            .filter(|r| r.source == 0)
+            .map(|r| u64::from(r.len))
+            .sum()
+    }
 }
 
 pub struct PlanSource {
@@ -49,13 +85,15 @@ pub fn plan(
     let latest = resolve(chain, incremental)?;
     let latest_header = parse_incremental(chain, n - 1, &incr_path, &latest)?;
     let t = latest_header.truncation_block_length;
-    let block_length = latest_header.reconstructed_length() as usize;
-    let mut source_of = vec![0u32; block_length];
-    let mut offset_of = vec![0u64; block_length];
-    for (i, &b) in latest_header.blocks.iter().enumerate() {
-        source_of[b as usize] = 1;
-        offset_of[b as usize] = latest_header.block_offset(i, geom.blcksz);
-    }
+    let block_length = latest_header.reconstructed_length();
+    // Blocks stored in incremental files, newest version of each: (block, source, offset),
+    // ascending. Bounded by the incremental files' own sizes.
+    let mut stored: Vec<(u32, u32, u64)> = latest_header
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (b, 1, latest_header.block_offset(i, geom.blcksz)))
+        .collect();
     // A whole-file copy from an older backup is possible only if the newest file supplies no
     // block of its own.
     let mut full_copy_possible = latest_header.blocks.is_empty();
@@ -64,7 +102,8 @@ pub fn plan(
         source: latest,
     }];
     let mut copy_source = None;
-    let mut full_source = None;
+    // The full file of an older backup: its source index and how many blocks it supplies.
+    let mut full: Option<(u32, u32)> = None;
     for k in (0..n - 1).rev() {
         let backup = &chain.backups[k];
         if let Some(src) = backup.open(&full_path)? {
@@ -72,15 +111,9 @@ pub fn plan(
             let size = src.len();
             let blocks_here = size / blcksz;
             let idx = sources.len() as u32 + 1;
-            full_source = Some(idx);
             // Only blocks below the final truncation length may come from older backups.
-            let limit = u64::from(t).min(blocks_here) as usize;
-            for b in 0..limit {
-                if source_of[b] == 0 {
-                    source_of[b] = idx;
-                    offset_of[b] = b as u64 * blcksz;
-                }
-            }
+            let limit = u64::from(t).min(blocks_here) as u32;
+            full = Some((idx, limit));
             if full_copy_possible && u64::from(t) * blcksz == size {
                 copy_source = Some(sources.len());
             }
@@ -112,16 +145,16 @@ pub fn plan(
         }
         let header = parse_incremental(chain, k, &incr_path, &src)?;
         let idx = sources.len() as u32 + 1;
-        let mut used = false;
-        for (i, &b) in header.blocks.iter().enumerate() {
-            // The truncation length of intermediate files is not consulted, only the final one.
-            if b < t && source_of[b as usize] == 0 {
-                source_of[b as usize] = idx;
-                offset_of[b as usize] = header.block_offset(i, geom.blcksz);
-                used = true;
-            }
-        }
-        if used {
+        // The truncation length of intermediate files is not consulted, only the final one.
+        let older = header
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b < t)
+            .map(|(i, &b)| (b, idx, header.block_offset(i, geom.blcksz)));
+        let before = stored.len();
+        stored = merge_older(stored, older);
+        if stored.len() > before {
             full_copy_possible = false;
         }
         sources.push(PlanSource {
@@ -129,13 +162,99 @@ pub fn plan(
             source: src,
         });
     }
+    let check_pages_from = match RelFileName::parse(&bare_name.to_string_lossy()) {
+        Some(f) if f.fork == ForkNumber::Main && chain.last().control.data_checksums_enabled() => {
+            f.segno.checked_mul(geom.relseg_size)
+        }
+        _ => None,
+    };
     Ok(Plan {
         sources,
-        source_of,
-        offset_of,
+        runs: build_runs(&stored, full, block_length, blcksz),
+        blocks: block_length,
         copy_source,
-        full_source,
+        full_source: full.map(|(idx, _)| idx),
+        check_pages_from,
     })
+}
+
+/// `stored` (ascending) plus the blocks of `older` (ascending) that it lacks: a newer
+/// version of a block always wins.
+fn merge_older(
+    stored: Vec<(u32, u32, u64)>,
+    older: impl Iterator<Item = (u32, u32, u64)>,
+) -> Vec<(u32, u32, u64)> {
+    let mut out = Vec::with_capacity(stored.len());
+    let mut newer = stored.into_iter().peekable();
+    for o in older {
+        while let Some(n) = newer.next_if(|n| n.0 < o.0) {
+            out.push(n);
+        }
+        if newer.peek().is_some_and(|n| n.0 == o.0) {
+            continue;
+        }
+        out.push(o);
+    }
+    out.extend(newer);
+    out
+}
+
+/// The runs of an output of `blocks` blocks: the `stored` blocks, the full file's blocks
+/// (source index, blocks it supplies) in the gaps between them, zeros elsewhere.
+fn build_runs(
+    stored: &[(u32, u32, u64)],
+    full: Option<(u32, u32)>,
+    blocks: u32,
+    blcksz: u64,
+) -> Vec<Run> {
+    fn push(runs: &mut Vec<Run>, run: Run, blcksz: u64) {
+        if run.len == 0 {
+            return;
+        }
+        if let Some(last) = runs.last_mut() {
+            let contiguous =
+                run.source == 0 || last.offset + u64::from(last.len) * blcksz == run.offset;
+            if last.source == run.source && last.end() == run.start && contiguous {
+                last.len += run.len;
+                return;
+            }
+        }
+        runs.push(run);
+    }
+    let fill = |runs: &mut Vec<Run>, from: u32, to: u32| {
+        let full_end = full.map_or(from, |(_, limit)| limit.clamp(from, to));
+        if let Some((idx, _)) = full {
+            let run = Run {
+                start: from,
+                len: full_end - from,
+                source: idx,
+                offset: u64::from(from) * blcksz,
+            };
+            push(runs, run, blcksz);
+        }
+        let zeros = Run {
+            start: full_end,
+            len: to - full_end,
+            source: 0,
+            offset: 0,
+        };
+        push(runs, zeros, blcksz);
+    };
+    let mut runs = Vec::new();
+    let mut pos = 0u32;
+    for &(b, source, offset) in stored.iter().filter(|s| s.0 < blocks) {
+        fill(&mut runs, pos, b);
+        let run = Run {
+            start: b,
+            len: 1,
+            source,
+            offset,
+        };
+        push(&mut runs, run, blcksz);
+        pos = b + 1;
+    }
+    fill(&mut runs, pos, blocks);
+    runs
 }
 
 /// Opens a file of the final backup.
@@ -144,7 +263,7 @@ pub fn resolve(chain: &Chain, f: &FileRef) -> Result<Source> {
         FileRef::Path(p) => Source::open(p).map_err(CombineError::io("could not open file", p)),
         FileRef::Member(i) => match &chain.last().layout {
             Layout::Tar(index) => index.open_member(&index.members[*i]),
-            Layout::Plain => Err(CombineError::Output(
+            Layout::Plain => Err(CombineError::Internal(
                 "internal error: member of a plain backup".into(),
             )),
         },
@@ -205,6 +324,45 @@ pub struct Written {
     pub checksum: Option<Checksum>,
     pub zero_blocks: u64,
     pub whole_copy: bool,
+    /// With [`Target::note_all_visible`]: which output blocks are heap pages with
+    /// `PD_ALL_VISIBLE`, noted as they passed through the buffer (`None` where the data never
+    /// did: `--link`, `--clone`, `--copy-file-range` without checksums).
+    pub all_visible: Option<AllVisibleBits>,
+}
+
+/// One bit per block of a heap segment: set where the page as written is a sane page with
+/// `PD_ALL_VISIBLE`. What the visibility-map repair needs of most heap pages, without
+/// reading them again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllVisibleBits {
+    words: Vec<u64>,
+}
+
+impl AllVisibleBits {
+    fn with_blocks(blocks: u64) -> AllVisibleBits {
+        AllVisibleBits {
+            words: vec![0; blocks.div_ceil(64) as usize],
+        }
+    }
+
+    /// Notes the pages of `data`, which start at block `first`.
+    fn note(&mut self, data: &[u8], first: u64, blcksz: usize) {
+        for (i, p) in data.chunks_exact(blcksz).enumerate() {
+            if page::is_all_visible(p) && page::header_is_sane(p) {
+                let b = first + i as u64;
+                if let Some(w) = self.words.get_mut((b / 64) as usize) {
+                    *w |= 1 << (b % 64);
+                }
+            }
+        }
+    }
+
+    /// Whether block `b` is an all-visible page.
+    pub fn get(&self, b: u32) -> bool {
+        self.words
+            .get((b / 64) as usize)
+            .is_some_and(|w| w & (1 << (b % 64)) != 0)
+    }
 }
 
 /// Where and how one output file is written.
@@ -217,6 +375,8 @@ pub struct Target<'a> {
     pub file_mode: u32,
     /// Write with direct I/O where the file system allows.
     pub direct: bool,
+    /// Note which blocks are all-visible heap pages (see [`Written::all_visible`]).
+    pub note_all_visible: bool,
 }
 
 /// Executes `plan` into `target`; warnings (a manifest lacking an entry) go to `warnings`.
@@ -233,6 +393,7 @@ pub fn execute(
         copy_mode: mode,
         file_mode,
         direct,
+        note_all_visible,
     } = *target;
     let blcksz = chain.geometry.block_bytes();
     if let Some(ci) = plan.copy_source {
@@ -256,41 +417,91 @@ pub fn execute(
         } else {
             checksum_type
         });
-        copy::copy_whole(&src.source, out_path, mode, file_mode, direct, &mut sum)?;
+        let checker = PageChecker::new(chain, plan, src);
+        let mut all_visible = None;
+        match mode {
+            // The bytes pass through us anyway: check every page on the way, and note what
+            // the visibility-map repair needs.
+            CopyMode::Copy if checker.is_some() || note_all_visible => {
+                let mut out = copy::create_output(out_path, file_mode, direct, src.source.len())?;
+                let mut buf = copy::buffer_for(src.source.len());
+                let mut noted = note_all_visible
+                    .then(|| AllVisibleBits::with_blocks(src.source.len() / blcksz));
+                let mut block = 0u32;
+                src.source
+                    .for_each_chunk(0, src.source.len(), &mut buf, |chunk| {
+                        if let Some(checker) = &checker {
+                            checker.check(chunk, block)?;
+                        }
+                        if let Some(noted) = &mut noted {
+                            noted.note(chunk, u64::from(block), blcksz as usize);
+                        }
+                        block += (chunk.len() as u64 / blcksz) as u32;
+                        copy::write_and_sum(&mut out, out_path, chunk, &mut sum)
+                    })?;
+                copy::finish_output(out, out_path)?;
+                all_visible = noted;
+            }
+            // --link, --clone and --copy-file-range never read the data; the file is taken
+            // as the backup holds it.
+            _ => copy::copy_whole(&src.source, out_path, mode, file_mode, direct, &mut sum)?,
+        }
         return Ok(Written {
             checksum: reuse.or_else(|| sum.finish()),
             zero_blocks: 0,
             whole_copy: true,
+            all_visible,
         });
     }
     let direct = direct && mode != CopyMode::CopyFileRange;
-    let n = plan.source_of.len();
+    let n = plan.blocks as usize;
     let mut out = copy::create_output(out_path, file_mode, direct, n as u64 * blcksz)?;
     let mut sum = Checksummer::new(checksum_type);
     let mut zero_blocks = 0u64;
     let bs = blcksz as usize;
+    let checkers: Vec<Option<PageChecker>> = plan
+        .sources
+        .iter()
+        .map(|src| PageChecker::new(chain, plan, src))
+        .collect();
+    // In copy_file_range mode without manifest checksums the kernel copies and nothing is
+    // read, so nothing can be checked.
+    let data_read = mode != CopyMode::CopyFileRange || checksum_type != ChecksumType::None;
+    let mut all_visible =
+        (note_all_visible && data_read).then(|| AllVisibleBits::with_blocks(n as u64));
     // The output is assembled a buffer at a time: each run of blocks that come from
     // consecutive offsets of one source is read straight into its place, then the whole
     // buffer is checksummed and written at once.
     let chunk_blocks = (copy::BUFFER / bs).max(1);
     let mut buf = pgincr_io::AlignedBuf::new(chunk_blocks.min(n.max(1)) * bs);
+    let mut first_run = 0;
     let mut chunk_start = 0;
     while chunk_start < n {
         let chunk_end = (chunk_start + chunk_blocks).min(n);
+        // The runs overlapping this chunk, clipped to it: (first block, end, source, offset).
+        while plan
+            .runs
+            .get(first_run)
+            .is_some_and(|r| (r.end() as usize) <= chunk_start)
+        {
+            first_run += 1;
+        }
+        let pieces: Vec<(usize, usize, u32, u64)> = plan.runs[first_run..]
+            .iter()
+            .take_while(|r| (r.start as usize) < chunk_end)
+            .map(|r| {
+                let start = (r.start as usize).max(chunk_start);
+                let skip = (start - r.start as usize) as u64 * blcksz;
+                let end = (r.end() as usize).min(chunk_end);
+                let offset = if r.source == 0 { 0 } else { r.offset + skip };
+                (start, end, r.source, offset)
+            })
+            .collect();
         let spanned = match mode {
             CopyMode::CopyFileRange => None,
-            _ => read_full_span(plan, chunk_start, chunk_end, blcksz, &mut buf)?,
+            _ => read_full_span(plan, &pieces, chunk_start, blcksz, &mut buf)?,
         };
-        let mut i = chunk_start;
-        while i < chunk_end {
-            let s = plan.source_of[i];
-            let mut j = i + 1;
-            while j < chunk_end
-                && plan.source_of[j] == s
-                && (s == 0 || plan.offset_of[j] == plan.offset_of[j - 1] + blcksz)
-            {
-                j += 1;
-            }
+        for &(i, j, s, offset) in &pieces {
             let slot = &mut buf[(i - chunk_start) * bs..(j - chunk_start) * bs];
             if spanned == Some(s) {
                 // Already read with the span.
@@ -302,10 +513,10 @@ pub fn execute(
                 if mode == CopyMode::CopyFileRange {
                     // Flush what precedes this run, then let the kernel copy the run.
                     let len = slot.len() as u64;
-                    copy::copy_range(src, plan.offset_of[i], len, &mut out, out_path)?;
+                    copy::copy_range(src, offset, len, &mut out, out_path)?;
                 }
-                if mode != CopyMode::CopyFileRange || checksum_type != ChecksumType::None {
-                    src.read_at(plan.offset_of[i], slot)?;
+                if data_read {
+                    src.read_at(offset, slot)?;
                 }
             }
             if mode == CopyMode::CopyFileRange {
@@ -316,7 +527,22 @@ pub fn execute(
                         .map_err(CombineError::io("could not write file", out_path))?;
                 }
             }
-            i = j;
+        }
+        if data_read {
+            // Every block taken from an older backup must be a page PostgreSQL accepts.
+            for &(i, j, s, _) in pieces.iter().filter(|p| p.2 != 0) {
+                if let Some(Some(checker)) = checkers.get(s as usize - 1) {
+                    let pages = &buf[(i - chunk_start) * bs..(j - chunk_start) * bs];
+                    checker.check(pages, i as u32)?;
+                }
+            }
+        }
+        if let Some(noted) = &mut all_visible {
+            noted.note(
+                &buf[..(chunk_end - chunk_start) * bs],
+                chunk_start as u64,
+                bs,
+            );
         }
         if mode != CopyMode::CopyFileRange {
             let data = &buf[..(chunk_end - chunk_start) * bs];
@@ -329,7 +555,63 @@ pub fn execute(
         checksum: sum.finish(),
         zero_blocks,
         whole_copy: false,
+        all_visible,
     })
+}
+
+/// Checks the data checksums of pages taken from one source of a plan.
+///
+/// A block that changed while backup k ran is carried again by backup k + 1: with data
+/// checksums on, every change to a page after a checkpoint is WAL-logged, hint bits included,
+/// so the summary of the next backup lists it. A block that a backup older than the newest
+/// supplies must therefore be a clean page; only the newest backup's blocks can be torn,
+/// and WAL replay fixes those. A bad page from an older backup is damage (the disk, the
+/// copy), and combining it would hand it to the restored cluster, with a manifest that
+/// `pg_verifybackup` accepts; upstream does exactly that.
+struct PageChecker<'a> {
+    backup: &'a std::path::Path,
+    file: &'a std::path::Path,
+    /// Block number within the fork of the segment's first block.
+    fork_block: u32,
+    blcksz: usize,
+}
+
+impl<'a> PageChecker<'a> {
+    /// A checker for `src`, or `None` when its pages are not checked: not a main fork, no
+    /// data checksums, or the newest backup (its pages may be torn; replay fixes them).
+    fn new(chain: &'a Chain, plan: &Plan, src: &'a PlanSource) -> Option<PageChecker<'a>> {
+        let fork_block = plan.check_pages_from?;
+        if src.backup + 1 >= chain.backups.len() {
+            return None;
+        }
+        Some(PageChecker {
+            backup: &chain.backups[src.backup].dir,
+            file: &src.source.path,
+            fork_block,
+            blcksz: chain.geometry.blcksz as usize,
+        })
+    }
+
+    /// Checks `pages`, whose first page is block `first` of the output segment.
+    fn check(&self, pages: &[u8], first: u32) -> Result<()> {
+        for (i, p) in pages.chunks_exact(self.blcksz).enumerate() {
+            let blkno = self.fork_block.wrapping_add(first).wrapping_add(i as u32);
+            if page::checksum_is_valid(p, blkno) {
+                continue;
+            }
+            let block = first as usize + i;
+            return Err(CombineError::Input {
+                backup: self.backup.to_path_buf(),
+                message: format!(
+                    "block {block} of \"{}\" (block {blkno} of its relation fork) fails its data checksum (stored {:04x}, computed {:04x}): the backup is damaged, and a restore would carry the bad page; take a new full backup (pg_combinebackup would copy it silently)",
+                    self.file.display(),
+                    page::checksum(p).unwrap_or(0),
+                    page::pg_checksum_page(p, blkno).unwrap_or(0),
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Reads, in one call, the span of a chunk's blocks that the full file of an older backup
@@ -339,28 +621,99 @@ pub fn execute(
 /// or `None` when the full file supplies too little of the chunk to be worth it.
 fn read_full_span(
     plan: &Plan,
+    pieces: &[(usize, usize, u32, u64)],
     chunk_start: usize,
-    chunk_end: usize,
     blcksz: u64,
     buf: &mut [u8],
 ) -> Result<Option<u32>> {
     let Some(full) = plan.full_source else {
         return Ok(None);
     };
-    let blocks = &plan.source_of[chunk_start..chunk_end];
-    let (Some(first), Some(last)) = (
-        blocks.iter().position(|&s| s == full),
-        blocks.iter().rposition(|&s| s == full),
-    ) else {
+    let mut from_full = pieces.iter().filter(|p| p.2 == full);
+    let Some(&(first, _, _, _)) = from_full.next() else {
         return Ok(None);
     };
-    let supplied = blocks[first..=last].iter().filter(|&&s| s == full).count();
-    if supplied * 2 < last + 1 - first {
+    let last = pieces
+        .iter()
+        .rev()
+        .find(|p| p.2 == full)
+        .map_or(first, |p| p.1);
+    let supplied: usize = pieces
+        .iter()
+        .filter(|p| p.2 == full)
+        .map(|p| p.1 - p.0)
+        .sum();
+    if supplied * 2 < last - first {
         return Ok(None);
     }
     let bs = blcksz as usize;
     let src = &plan.sources[full as usize - 1].source;
-    let offset = (chunk_start + first) as u64 * blcksz;
-    src.read_at(offset, &mut buf[first * bs..(last + 1) * bs])?;
+    src.read_at(
+        first as u64 * blcksz,
+        &mut buf[(first - chunk_start) * bs..(last - chunk_start) * bs],
+    )?;
     Ok(Some(full))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(start: u32, len: u32, source: u32, offset: u64) -> Run {
+        Run {
+            start,
+            len,
+            source,
+            offset,
+        }
+    }
+
+    #[test]
+    fn newer_blocks_win_the_merge() {
+        let stored = vec![(1, 1, 100), (5, 1, 200)];
+        let older = [(0, 2, 10), (1, 2, 20), (5, 2, 30), (7, 2, 40)];
+        assert_eq!(
+            merge_older(stored, older.into_iter()),
+            vec![(0, 2, 10), (1, 1, 100), (5, 1, 200), (7, 2, 40)]
+        );
+        assert_eq!(
+            merge_older(Vec::new(), [(3, 2, 0)].into_iter()),
+            vec![(3, 2, 0)]
+        );
+    }
+
+    #[test]
+    fn runs_cover_the_output() {
+        let bs = 8192;
+        // Blocks 2 and 3 stored consecutively in source 1; the full file (source 3) has 6
+        // blocks; the output has 8: blocks 6 and 7 are zeros.
+        let stored = [(2, 1, 8192), (3, 1, 16384)];
+        let runs = build_runs(&stored, Some((3, 6)), 8, bs);
+        assert_eq!(
+            runs,
+            vec![
+                run(0, 2, 3, 0),
+                run(2, 2, 1, 8192),
+                run(4, 2, 3, 4 * bs),
+                run(6, 2, 0, 0)
+            ]
+        );
+        // No full file: everything not stored is zeros; non-consecutive offsets split runs.
+        let stored = [(1, 1, 8192), (2, 1, 3 * 8192)];
+        assert_eq!(
+            build_runs(&stored, None, 4, bs),
+            vec![
+                run(0, 1, 0, 0),
+                run(1, 1, 1, 8192),
+                run(2, 1, 1, 3 * 8192),
+                run(3, 1, 0, 0)
+            ]
+        );
+        // A truncation length far past everything stored costs one run, not one entry per
+        // block.
+        assert_eq!(
+            build_runs(&[], Some((2, 10)), u32::MAX, bs),
+            vec![run(0, 10, 2, 0), run(10, u32::MAX - 10, 0, 0)]
+        );
+    }
 }

@@ -50,7 +50,7 @@ pub fn scan(
             let target = std::fs::read_link(&path)
                 .map_err(CombineError::io("could not read symbolic link", &path))?;
             if !target.is_absolute() {
-                return Err(CombineError::Chain(format!(
+                return Err(CombineError::Damaged(format!(
                     "target of symbolic link \"{}\" is relative",
                     path.display()
                 )));
@@ -98,14 +98,14 @@ pub fn from_archives(
 ) -> Result<Vec<Tablespace>> {
     let map = match index.open(b"tablespace_map")? {
         Some(src) if src.len() > TABLESPACE_MAP_LIMIT => {
-            return Err(CombineError::Chain(format!(
+            return Err(CombineError::Damaged(format!(
                 "tablespace_map \"{}\" is {} bytes, more than the {TABLESPACE_MAP_LIMIT} bytes such a file can be: it is damaged",
                 src.path.display(),
                 src.len()
             )))
         }
         Some(src) => parse_tablespace_map(&src.read_prefix(TABLESPACE_MAP_LIMIT)?)
-            .map_err(|e| CombineError::Chain(format!("{}: {e}", src.path.display())))?,
+            .map_err(|e| CombineError::Damaged(format!("{}: {e}", src.path.display())))?,
         None => Vec::new(),
     };
     let mut out: Vec<Tablespace> = Vec::new();

@@ -148,7 +148,7 @@ impl Packer<'_> {
 
     fn rel(&self, file: &Path, root: &Path) -> Result<PathBuf> {
         file.strip_prefix(root).map(Path::to_path_buf).map_err(|_| {
-            CombineError::Output(format!(
+            CombineError::Internal(format!(
                 "internal error: \"{}\" is outside \"{}\"",
                 file.display(),
                 root.display()

@@ -32,7 +32,7 @@
 
 use crate::chain::Chain;
 use crate::error::{CombineError, Result};
-use crate::reconstruct::Plan;
+use crate::reconstruct::{AllVisibleBits, Plan};
 use crate::walk::{Job, JobKind};
 use pgincr_types::checksum::{Checksum, ChecksumType, Checksummer};
 use pgincr_types::relfile::{ForkNumber, RelFileName};
@@ -74,8 +74,8 @@ impl BlockOrigins {
     /// The origins of a reconstruction plan's blocks.
     pub(crate) fn from_plan(plan: &Plan) -> BlockOrigins {
         let mut runs: Vec<(u32, u16)> = Vec::new();
-        for (b, &s) in plan.source_of.iter().enumerate() {
-            let origin = match s {
+        for r in &plan.runs {
+            let origin = match r.source {
                 0 => ZEROED,
                 s => plan
                     .sources
@@ -84,12 +84,12 @@ impl BlockOrigins {
                     .unwrap_or(ZEROED),
             };
             if runs.last().is_none_or(|&(_, o)| o != origin) {
-                runs.push((b as u32, origin));
+                runs.push((r.start, origin));
             }
         }
         BlockOrigins {
             runs,
-            len: plan.source_of.len() as u32,
+            len: plan.blocks,
         }
     }
 
@@ -227,6 +227,8 @@ pub(crate) struct Produced<'a> {
     pub job: &'a Job,
     /// `None` for files taken whole from the final backup.
     pub origins: Option<&'a BlockOrigins>,
+    /// Which blocks are all-visible heap pages, where the combine noted it.
+    pub all_visible: Option<&'a AllVisibleBits>,
     pub size: u64,
 }
 
@@ -383,8 +385,7 @@ fn repair_relation(
     }
 
     // Second pass: the heap pages decide.
-    let heap_pages_read = suspects.len() as u64;
-    let verdicts = judge_heap_pages(&heap, &suspects, bs)?;
+    let (verdicts, heap_pages_read) = judge_heap_pages(&heap, &suspects, bs)?;
     for ((hb, bits), verdict) in suspects.iter().zip(verdicts) {
         let mask = match verdict {
             HeapVerdict::AllVisibleAndFrozen => 0,
@@ -460,27 +461,59 @@ enum HeapVerdict {
     NotAllVisible,
 }
 
-/// Reads the heap pages of `suspects` (sorted by block) from the output, a window of up to
-/// 1 MiB at a time, and judges each.
-fn judge_heap_pages(heap: &Heap, suspects: &[(u32, u8)], bs: usize) -> Result<Vec<HeapVerdict>> {
+/// Judges the heap pages of `suspects` (sorted by block). Most need no read: the combine
+/// noted which pages it wrote are all-visible, and a page that is not loses both bits, one
+/// that is keeps all-visible. Only an all-frozen bit on an all-visible page needs the page's
+/// tuples, and pages the combine did not see pass through (`--link`, `--clone`): those are
+/// read from the output, a window of up to 1 MiB at a time. Returns the verdicts and how
+/// many pages were read.
+fn judge_heap_pages(
+    heap: &Heap,
+    suspects: &[(u32, u8)],
+    bs: usize,
+) -> Result<(Vec<HeapVerdict>, u64)> {
     const WINDOW: u32 = 128;
-    let mut verdicts = Vec::with_capacity(suspects.len());
+    let mut verdicts: Vec<Option<HeapVerdict>> = suspects
+        .iter()
+        .map(|&(h, bits)| {
+            let (segno, b) = (h / heap.relseg_size, h % heap.relseg_size);
+            let noted = heap
+                .segments
+                .iter()
+                .find(|(s, _, _)| *s == segno)
+                .and_then(|(_, p, _)| p.all_visible)?;
+            Some(if !noted.get(b) {
+                HeapVerdict::NotAllVisible
+            } else if bits & ALL_FROZEN == 0 {
+                HeapVerdict::AllVisibleOnly
+            } else {
+                return None;
+            })
+        })
+        .collect();
+    let to_read: Vec<(usize, u32, u8)> = suspects
+        .iter()
+        .zip(&verdicts)
+        .enumerate()
+        .filter(|(_, (_, v))| v.is_none())
+        .map(|(i, (&(h, bits), _))| (i, h, bits))
+        .collect();
     let mut buf = vec![0u8; WINDOW as usize * bs];
     let mut i = 0;
-    while let Some(&(first, _)) = suspects.get(i) {
+    while let Some(&(_, first, _)) = to_read.get(i) {
         let segno = first / heap.relseg_size;
         let seg_start = segno * heap.relseg_size;
         let local_first = first - seg_start;
-        // The suspects within this window and segment.
+        // The pages to read within this window and segment.
         let mut j = i;
-        while suspects.get(j).is_some_and(|&(h, _)| {
+        while to_read.get(j).is_some_and(|&(_, h, _)| {
             h / heap.relseg_size == segno && h - seg_start < local_first + WINDOW
         }) {
             j += 1;
         }
-        let local_last = suspects
+        let local_last = to_read
             .get(j - 1)
-            .map_or(local_first, |&(h, _)| h - seg_start);
+            .map_or(local_first, |&(_, h, _)| h - seg_start);
         let span = (local_last - local_first + 1) as usize * bs;
         let read = match heap.segments.iter().find(|(s, _, _)| *s == segno) {
             Some((_, p, _)) => read_span(
@@ -490,26 +523,31 @@ fn judge_heap_pages(heap: &Heap, suspects: &[(u32, u8)], bs: usize) -> Result<Ve
             ),
             None => Ok(false),
         }?;
-        for &(h, bits) in suspects.get(i..j).unwrap_or_default() {
+        for &(k, h, bits) in to_read.get(i..j).unwrap_or_default() {
             let off = (h - seg_start - local_first) as usize * bs;
             let verdict = match buf.get(off..off + bs).filter(|_| read) {
                 Some(page) if page::header_is_sane(page) && page::is_all_visible(page) => {
-                    if bits & ALL_FROZEN == 0 {
-                        HeapVerdict::AllVisibleOnly
-                    } else {
-                        match heap_page::may_be_all_frozen(page) {
-                            Ok(true) => HeapVerdict::AllVisibleAndFrozen,
-                            Ok(false) | Err(_) => HeapVerdict::AllVisibleOnly,
-                        }
+                    match (bits & ALL_FROZEN != 0, heap_page::may_be_all_frozen(page)) {
+                        (true, Ok(true)) => HeapVerdict::AllVisibleAndFrozen,
+                        _ => HeapVerdict::AllVisibleOnly,
                     }
                 }
                 _ => HeapVerdict::NotAllVisible,
             };
-            verdicts.push(verdict);
+            if let Some(v) = verdicts.get_mut(k) {
+                *v = Some(verdict);
+            }
         }
         i = j;
     }
-    Ok(verdicts)
+    let read = to_read.len() as u64;
+    Ok((
+        verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(HeapVerdict::NotAllVisible))
+            .collect(),
+        read,
+    ))
 }
 
 /// Reads `buf.len()` bytes at `offset` of `path`; `Ok(false)` if the file is shorter.
@@ -525,14 +563,14 @@ fn read_span(path: &Path, offset: u64, buf: &mut [u8]) -> Result<bool> {
 /// Reads a whole output file expected to be `size` bytes and at most `limit`.
 fn read_small_file(path: &Path, size: u64, limit: u64) -> Result<Vec<u8>> {
     if size > limit {
-        return Err(CombineError::Output(format!(
+        return Err(CombineError::Internal(format!(
             "visibility map \"{}\" is {size} bytes, more than one segment: not repairing it",
             path.display()
         )));
     }
     let mut buf = vec![0u8; size as usize];
     if !read_span(path, 0, &mut buf)? {
-        return Err(CombineError::Output(format!(
+        return Err(CombineError::Internal(format!(
             "visibility map \"{}\" is shorter than the {size} bytes just written",
             path.display()
         )));

@@ -5,12 +5,12 @@
 use pgincr_combine::incremental::build;
 use pgincr_combine::{combine, CombineOptions};
 use pgincr_types::checksum::{ChecksumType, Checksummer};
-use pgincr_types::manifest::{Manifest, ManifestWriter, WalRange};
-use pgincr_types::{Lsn, TimeLineId};
+use pgincr_types::manifest::{Manifest, ManifestWriter};
 use std::path::{Path, PathBuf};
 
-const BLCKSZ: usize = 8192;
-const SYSID: u64 = 7_400_000_000_000_000_001;
+mod common;
+
+use common::{BLCKSZ, SYSID};
 
 /// A page whose bytes say which backup (`tag`) and block it came from.
 fn page(tag: u8, block: u32) -> Vec<u8> {
@@ -27,57 +27,14 @@ fn control() -> Vec<u8> {
     control_with(BLCKSZ as u32, 4)
 }
 
-/// A pg_control with a valid CRC and the given block and segment sizes (8 KiB WAL pages and
-/// 16 MiB WAL segments, which every real control file has and pgincr checks).
+/// A pg_control with a valid CRC and the given block and segment sizes, data checksums off.
 fn control_with(blcksz: u32, relseg_size: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 8192];
-    b[0..8].copy_from_slice(&SYSID.to_le_bytes());
-    b[8..12].copy_from_slice(&1800u32.to_le_bytes());
-    b[216..220].copy_from_slice(&blcksz.to_le_bytes());
-    b[220..224].copy_from_slice(&relseg_size.to_le_bytes());
-    b[224..228].copy_from_slice(&8192u32.to_le_bytes());
-    b[228..232].copy_from_slice(&(16u32 << 20).to_le_bytes());
-    let crc = crc32c::crc32c(&b[..292]);
-    b[292..296].copy_from_slice(&crc.to_le_bytes());
-    b
+    common::control_with(blcksz, relseg_size, false)
 }
 
-/// Writes a backup with the given files (path, content), a label chaining it to `from`, and a
-/// manifest listing everything.
+/// Writes a backup with the given files, a label chaining it to `from`, and a manifest.
 fn make_backup(dir: &Path, start: u64, from: Option<u64>, files: &[(&str, Vec<u8>)]) {
-    let mut label = format!(
-        "START WAL LOCATION: 0/{start:X} (file 000000010000000000000001)\nCHECKPOINT LOCATION: 0/{start:X}\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-01-01 00:00:00 UTC\nLABEL: synthetic\nSTART TIMELINE: 1\n"
-    );
-    if let Some(f) = from {
-        label.push_str(&format!(
-            "INCREMENTAL FROM LSN: 0/{f:X}\nINCREMENTAL FROM TLI: 1\n"
-        ));
-    }
-    let mut all: Vec<(String, Vec<u8>)> = vec![
-        ("backup_label".into(), label.into_bytes()),
-        ("PG_VERSION".into(), b"18\n".to_vec()),
-        ("global/pg_control".into(), control()),
-    ];
-    all.extend(files.iter().map(|(p, c)| (p.to_string(), c.clone())));
-    std::fs::create_dir_all(dir.join("pg_tblspc")).unwrap();
-    let mut w = ManifestWriter::new(Vec::new(), SYSID).unwrap();
-    for (p, c) in &all {
-        let path = dir.join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, c).unwrap();
-        let mut sum = Checksummer::new(ChecksumType::Crc32c);
-        sum.update(c);
-        w.add_file(p.as_bytes(), c.len() as u64, 0, sum.finish().as_ref())
-            .unwrap();
-    }
-    let m = w
-        .finish(&[WalRange {
-            tli: TimeLineId(1),
-            start: Lsn(start),
-            end: Lsn(start + 0x100),
-        }])
-        .unwrap();
-    std::fs::write(dir.join("backup_manifest"), m).unwrap();
+    common::make_backup(dir, start, from, &control(), files)
 }
 
 fn chain(root: &Path) -> Vec<PathBuf> {
@@ -394,4 +351,46 @@ fn refuses_special_files_in_older_backups() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// A chain across which data checksums were turned on is refused before anything is written
+/// (pg_combinebackup only warns, and the restored cluster then fails on every older page);
+/// turned off, the older pages carry checksums nobody verifies, which is harmless.
+#[test]
+fn refuses_a_chain_across_which_checksums_were_turned_on() {
+    let root = tempfile::tempdir().unwrap();
+    let (on, off) = (
+        common::control_with(BLCKSZ as u32, 4, true),
+        common::control_with(BLCKSZ as u32, 4, false),
+    );
+    for (name, first, second, ok) in [("on", &off, &on, false), ("off", &on, &off, true)] {
+        let (b1, b2) = (
+            root.path().join(format!("{name}1")),
+            root.path().join(format!("{name}2")),
+        );
+        common::make_backup(
+            &b1,
+            0x1000028,
+            None,
+            first,
+            &[("base/5/16384", pages(b'A', 0..2))],
+        );
+        common::make_backup(
+            &b2,
+            0x2000028,
+            Some(0x1000028),
+            second,
+            &[("base/5/INCREMENTAL.16384", build(2, &[], BLCKSZ as u32))],
+        );
+        let out = root.path().join(format!("out-{name}"));
+        let result = combine(&CombineOptions::new(vec![b1.clone(), b2], out.clone()));
+        if ok {
+            result.unwrap();
+        } else {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("data checksums were switched"), "{err}");
+            assert!(err.contains(&b1.display().to_string()), "{err}");
+            assert!(!out.exists());
+        }
+    }
 }

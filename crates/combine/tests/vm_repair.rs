@@ -273,7 +273,13 @@ fn check_major(major: Major) {
         opts.copy_mode = mode;
         opts.format = format;
         let r = combine(&opts).unwrap();
-        assert_eq!(r.vm_repair, report.vm_repair, "{name}");
+        // The same repairs; only how many heap pages had to be read back differs (--link
+        // never sees the data pass).
+        let same = |mut r: pgincr_combine::VmRepairReport| {
+            r.heap_pages_read = 0;
+            r
+        };
+        assert_eq!(same(r.vm_repair), same(report.vm_repair.clone()), "{name}");
         if format == OutputFormat::Plain {
             assert_eq!(backup_contents(&o), ours, "{name}");
             for p in &vm_differ {

@@ -250,11 +250,9 @@ impl Staging {
             return Ok(());
         }
         crash_point("before-rename");
-        let n = self.targets.len();
-        for i in (1..n).rev() {
-            if self.targets[i].kind == Kind::Renamed {
+        for t in self.targets.iter_mut().skip(1).rev() {
+            if t.kind == Kind::Renamed {
                 // The claim must be on disk before the directory appears under its name.
-                let t = &self.targets[i];
                 let (parent, name) = split(&t.fin)?;
                 let claim = claim_path(&parent, &name, std::process::id());
                 let marker = t.work.join(MARKER);
@@ -262,17 +260,16 @@ impl Staging {
                 if !no_sync {
                     sync_dir(&parent)?;
                 }
-                self.put_in_place(i, no_sync)?;
+                put_in_place(t, no_sync)?;
             }
         }
         crash_point("between-renames");
-        if let Some(t) = self.targets.first() {
+        if let Some(t) = self.targets.first_mut() {
             match t.kind {
                 Kind::Renamed => {
                     // The marker goes first: the directory that appears is the result.
-                    let work = t.work.clone();
-                    remove_file(&work.join(MARKER), no_sync)?;
-                    self.put_in_place(0, no_sync)?;
+                    remove_file(&t.work.join(MARKER), no_sync)?;
+                    put_in_place(t, no_sync)?;
                 }
                 Kind::InPlace => remove_claim(&t.fin, no_sync)?,
                 Kind::Nested => {}
@@ -284,17 +281,6 @@ impl Staging {
             if t.kind != Kind::Nested {
                 remove_claim(&t.fin, no_sync)?;
             }
-        }
-        Ok(())
-    }
-
-    fn put_in_place(&mut self, i: usize, no_sync: bool) -> Result<(), StagingError> {
-        let t = &mut self.targets[i];
-        // rename(2) replaces an empty directory, which is all an existing target can be.
-        fs::rename(&t.work, &t.fin).map_err(io_err("could not rename into place", &t.fin))?;
-        t.renamed = true;
-        if !no_sync {
-            sync_dir(&split(&t.fin)?.0)?;
         }
         Ok(())
     }
@@ -413,6 +399,17 @@ impl Drop for Staging {
             }
         }
     }
+}
+
+/// Renames a staged target into place.
+fn put_in_place(t: &mut Target, no_sync: bool) -> Result<(), StagingError> {
+    // rename(2) replaces an empty directory, which is all an existing target can be.
+    fs::rename(&t.work, &t.fin).map_err(io_err("could not rename into place", &t.fin))?;
+    t.renamed = true;
+    if !no_sync {
+        sync_dir(&split(&t.fin)?.0)?;
+    }
+    Ok(())
 }
 
 /// `.<name>.pgincr-partial-<pid>` in `parent`.
@@ -573,6 +570,7 @@ impl Owner {
     }
 
     /// Whether the process that made the directory may still be writing it.
+    #[allow(unsafe_code)] // kill(2) with signal 0
     fn alive(&self) -> bool {
         let Ok(pid) = i32::try_from(self.pid) else {
             return false;
@@ -630,7 +628,7 @@ fn remove_file(path: &Path, no_sync: bool) -> Result<(), StagingError> {
 fn proc_start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
+    let (_, after) = stat.rsplit_once(')')?;
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
@@ -709,6 +707,7 @@ fn absolute(p: &Path) -> PathBuf {
 /// the process kills itself with SIGKILL on reaching the point called `NAME`
 /// (`staging-created`, `before-sync`, `before-rename`, `between-renames`, `after-rename`),
 /// so that crash tests can hit exact moments. Without the variable this is one comparison.
+#[allow(unsafe_code)] // kill(2) on ourselves
 pub fn crash_point(name: &str) {
     static POINT: OnceLock<Option<String>> = OnceLock::new();
     let point = POINT.get_or_init(|| std::env::var("PGINCR_CRASH_POINT").ok());
@@ -734,7 +733,8 @@ mod tests {
         v
     }
 
-    /// A PID that no process has: the highest possible one is never handed out in tests.
+    /// A PID that no process has (near pid_max, which the kernel reaches only after wrapping).
+    #[allow(unsafe_code)] // kill(2) with signal 0
     fn dead_pid() -> u32 {
         let max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
             .ok()
@@ -742,6 +742,7 @@ mod tests {
             .unwrap_or(4_194_304);
         (2..1000)
             .map(|k| max - k)
+            // SAFETY: signal 0 only checks whether the process exists.
             .find(|&p| unsafe { libc::kill(p as i32, 0) } != 0)
             .unwrap()
     }

@@ -262,11 +262,7 @@ impl BackupDecoder {
                         let (lsn, tli) = lsn_tli(&set, "backup end")?;
                         BackupEvent::End { lsn, tli }
                     }
-                    _ => {
-                        return Err(Error::protocol(format!(
-                            "unexpected result set ({tag})"
-                        )))
-                    }
+                    _ => return Err(Error::protocol(format!("unexpected result set ({tag})"))),
                 })
             }
             Backend::CopyOutResponse | Backend::CopyDone => Step::Continue,
@@ -389,5 +385,133 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.command().is_err());
+    }
+
+    fn set(cols: &[&str], rows: &[&[Option<&str>]]) -> Vec<Backend> {
+        let mut v = vec![Backend::RowDescription(
+            cols.iter()
+                .map(|c| crate::message::Column {
+                    name: c.to_string(),
+                    type_oid: 25,
+                })
+                .collect(),
+        )];
+        for r in rows {
+            v.push(Backend::DataRow(
+                r.iter()
+                    .map(|c| c.map(|t| Bytes::copy_from_slice(t.as_bytes())))
+                    .collect(),
+            ));
+        }
+        v.push(Backend::CommandComplete("SELECT".into()));
+        v
+    }
+
+    fn copy(b: &[u8]) -> Backend {
+        Backend::CopyData(Bytes::copy_from_slice(b))
+    }
+
+    /// Feeds `msgs`; the events, then how it ended (`Ok(true)`: Finished).
+    fn run(msgs: Vec<Backend>) -> (Vec<BackupEvent>, Result<bool>) {
+        let mut d = BackupDecoder::default();
+        let mut events = Vec::new();
+        for m in msgs {
+            match d.on_message(m) {
+                Ok(Step::Event(e)) => events.push(e),
+                Ok(Step::Continue) => {}
+                Ok(Step::Finished) => return (events, Ok(true)),
+                Ok(Step::ServerError(e)) => return (events, Err(Error::Db(e))),
+                Err(e) => return (events, Err(e)),
+            }
+        }
+        (events, Ok(false))
+    }
+
+    #[test]
+    fn decodes_a_whole_exchange() {
+        let mut m = set(&["recptr", "tli"], &[&[Some("0/8000028"), Some("1")]]);
+        m.extend(set(
+            &["spcoid", "spclocation", "size"],
+            &[
+                &[Some("16384"), Some("/ts"), Some("12")],
+                &[None, None, Some("2300")],
+            ],
+        ));
+        m.push(Backend::CopyOutResponse);
+        m.push(copy(b"n16384.tar\0/ts\0"));
+        m.push(copy(b"dabc"));
+        m.push(copy(b"nbase.tar\0\0"));
+        m.push(copy(&[b'p', 0, 0, 0, 0, 0, 0, 2, 0]));
+        m.push(copy(b"m"));
+        m.push(copy(b"d{}"));
+        m.push(Backend::CopyDone);
+        m.extend(set(&["recptr", "tli"], &[&[Some("0/8000120"), Some("1")]]));
+        m.push(Backend::CommandComplete("BASE_BACKUP".into()));
+        m.push(Backend::ReadyForQuery(b'I'));
+        let (ev, end) = run(m);
+        assert!(end.unwrap());
+        let names: Vec<String> = ev.iter().map(|e| format!("{e:?}")).collect();
+        assert_eq!(ev.len(), 9, "{names:#?}");
+        assert!(matches!(
+            ev[0],
+            BackupEvent::Start {
+                lsn: Lsn(0x8000028),
+                tli: TimeLineId(1)
+            }
+        ));
+        match &ev[1] {
+            BackupEvent::Tablespaces(t) => {
+                assert_eq!(t[0].oid, Some(16384));
+                assert_eq!(t[1].location, None);
+                assert_eq!(t[1].size_kb, Some(2300));
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(
+            matches!(&ev[2], BackupEvent::ArchiveStart { location: Some(l), .. } if l == "/ts")
+        );
+        assert!(matches!(&ev[3], BackupEvent::ArchiveData(d) if &d[..] == b"abc"));
+        assert!(
+            matches!(&ev[4], BackupEvent::ArchiveStart { name, location: None } if name == "base.tar")
+        );
+        assert!(matches!(ev[5], BackupEvent::Progress(512)));
+        assert!(matches!(ev[6], BackupEvent::ManifestStart));
+        assert!(matches!(&ev[7], BackupEvent::ManifestData(d) if &d[..] == b"{}"));
+        assert!(matches!(
+            ev[8],
+            BackupEvent::End {
+                lsn: Lsn(0x8000120),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refuses_what_the_server_never_sends() {
+        for bad in [
+            vec![copy(b"dx")],
+            vec![copy(b"n../x\0")],
+            vec![copy(b"n\0")],
+            vec![copy(b"")],
+            vec![copy(b"p123")],
+            vec![copy(b"mx")],
+            vec![copy(b"m"), copy(b"nbase.tar\0")],
+            vec![copy(b"?")],
+            vec![Backend::DataRow(vec![])],
+            vec![Backend::ReadyForQuery(b'I')],
+            vec![Backend::CopyBothResponse],
+        ] {
+            assert!(run(bad).1.is_err());
+        }
+        // Result sets that cannot be read.
+        assert!(run(set(&["recptr"], &[&[Some("0/1")]])).1.is_err());
+        assert!(run(set(&["recptr", "tli"], &[&[Some("zz"), Some("1")]]))
+            .1
+            .is_err());
+        let mut m = set(&["recptr", "tli"], &[&[Some("0/1"), Some("1")]]);
+        m.extend(set(&["a", "b", "c"], &[&[Some("x"), None, None]]));
+        assert!(run(m).1.is_err());
+        let err = run(vec![Backend::Error(Box::default())]).1.unwrap_err();
+        assert!(matches!(err, Error::Db(_)));
     }
 }

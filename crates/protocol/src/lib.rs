@@ -34,6 +34,31 @@ pub use replication::{
 };
 pub use walstream::{WalEvent, WalStream};
 
+/// The decoders of bytes received from a server, without a connection, for the fuzz targets
+/// in `fuzz/`. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::base_backup::{BackupDecoder, Step};
+    pub use crate::message::{decode, split_message, AuthRequest, Backend, Split, MAX_MESSAGE_LEN};
+    pub use crate::walstream::parse_copy_data;
+
+    /// Decodes the fields of an ErrorResponse/NoticeResponse body.
+    pub fn parse_db_error(body: &[u8]) -> crate::DbError {
+        crate::DbError::parse(body)
+    }
+
+    /// The password a `.pgpass` text gives for `host:port:dbname:user`.
+    pub fn pgpass_find(
+        text: &str,
+        host: &str,
+        port: u16,
+        dbname: &str,
+        user: &str,
+    ) -> Option<crate::Secret> {
+        crate::pgpass::find(text, host, port, dbname, user)
+    }
+}
+
 /// Resolves `cfg` (environment included) and connects.
 pub async fn connect(cfg: &Config) -> Result<Connection> {
     let mut c = cfg.clone();

@@ -34,7 +34,7 @@ pub fn lookup(path: &Path, host: &str, port: u16, dbname: &str, user: &str) -> O
     find(&String::from_utf8_lossy(&text), host, port, dbname, user)
 }
 
-fn find(text: &str, host: &str, port: u16, dbname: &str, user: &str) -> Option<Secret> {
+pub(crate) fn find(text: &str, host: &str, port: u16, dbname: &str, user: &str) -> Option<Secret> {
     let port = port.to_string();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {

@@ -1,6 +1,15 @@
 //! The protocol client against real PostgreSQL 17 and 18 servers: one cluster per major
 //! version, several checks on each.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 

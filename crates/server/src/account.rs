@@ -31,6 +31,7 @@ pub struct Account {
 }
 
 /// Whether this process runs as root (effective uid 0).
+#[allow(unsafe_code)] // geteuid(2)
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -108,6 +109,7 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
 }
 
 /// The password-database entry of `name`, through NSS like `id(1)`.
+#[allow(unsafe_code)] // getpwnam_r(3)
 fn lookup(name: &str) -> Result<Account> {
     let unknown = || Error::UnknownAccount(name.to_string());
     let cname = CString::new(name).map_err(|_| unknown())?;
@@ -184,6 +186,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // getuid(2)
     fn give_walks_without_following_links() {
         let dir = tempfile::tempdir().unwrap();
         let me = RunAs::User(

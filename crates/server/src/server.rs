@@ -650,6 +650,7 @@ fn without_statement(stderr: &str) -> String {
     out
 }
 
+#[allow(unsafe_code)] // kill(2)
 fn signal(pid: libc::pid_t, sig: libc::c_int) -> std::io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions; pid is our own unreaped child, so it
     // cannot have been reused by another process.

@@ -5,6 +5,15 @@
 //! else `.pg/env` from `scripts/install-postgres`); this crate cannot use the test kit, which
 //! is built on it. Missing installs skip the test, except under `CI=true`, where they fail.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,6 +80,7 @@ fn start_options(dir: &Path, log: &str) -> StartOptions {
         .setting("fsync", "off")
 }
 
+#[allow(unsafe_code)] // kill(2)
 fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }

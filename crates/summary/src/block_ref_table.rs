@@ -21,6 +21,14 @@ pub const MAX_CHUNKS: u32 = 1 << 16;
 /// Bitmap words of a bitmap chunk.
 const BITMAP_WORDS: usize = MAX_ENTRIES_PER_CHUNK as usize;
 
+/// Sets bit `o` of a bitmap chunk. `o / 16 < BITMAP_WORDS` for every `u16`, so the word always
+/// exists (and the compiler drops the check).
+fn set_bit(words: &mut [u16; BITMAP_WORDS], o: u16) {
+    if let Some(w) = words.get_mut(usize::from(o / 16)) {
+        *w |= 1 << (o % 16);
+    }
+}
+
 /// A relation fork: the key of a block reference table. `Ord` is the on-disk entry order
 /// (tablespace, database, relfilenumber, fork).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,7 +98,9 @@ impl Chunk {
         let from = out.len();
         self.for_each_offset(|o| out.push(base + u32::from(o)));
         if matches!(self, Chunk::Array(_)) {
-            out[from..].sort_unstable();
+            if let Some(pushed) = out.get_mut(from..) {
+                pushed.sort_unstable();
+            }
         }
     }
 }
@@ -159,16 +169,25 @@ impl BlockRefEntry {
         self.limit_block = limit_block;
         let chunkno = (limit_block / BLOCKS_PER_CHUNK) as usize;
         let offset = limit_block % BLOCKS_PER_CHUNK;
-        if chunkno >= self.chunks.len() {
+        let Some((chunk, later)) = self
+            .chunks
+            .get_mut(chunkno..)
+            .and_then(<[Chunk]>::split_first_mut)
+        else {
             return;
-        }
-        for c in &mut self.chunks[chunkno + 1..] {
+        };
+        for c in later {
             *c = Chunk::Array(Vec::new());
         }
-        match &mut self.chunks[chunkno] {
+        match chunk {
             Chunk::Bitmap(words) => {
-                for i in offset..BLOCKS_PER_CHUNK {
-                    words[(i / 16) as usize] &= !(1u16 << (i % 16));
+                // Keep the bits below `offset`: the low bits of its word, the words before it.
+                let (word, bit) = ((offset / 16) as usize, offset % 16);
+                if let Some((partial, above)) =
+                    words.get_mut(word..).and_then(<[u16]>::split_first_mut)
+                {
+                    *partial &= (1u16 << bit) - 1;
+                    above.fill(0);
                 }
             }
             Chunk::Array(v) => v.retain(|&o| u32::from(o) < offset),
@@ -184,9 +203,12 @@ impl BlockRefEntry {
             self.chunks
                 .resize_with(chunkno + 1, || Chunk::Array(Vec::new()));
         }
-        let chunk = &mut self.chunks[chunkno];
+        // Present: the chunks were extended to `chunkno` just above.
+        let Some(chunk) = self.chunks.get_mut(chunkno) else {
+            return;
+        };
         match chunk {
-            Chunk::Bitmap(words) => words[usize::from(offset / 16)] |= 1 << (offset % 16),
+            Chunk::Bitmap(words) => set_bit(words, offset),
             Chunk::Array(v) => {
                 if v.contains(&offset) {
                     return;
@@ -194,7 +216,7 @@ impl BlockRefEntry {
                 if v.len() == usize::from(MAX_ENTRIES_PER_CHUNK) - 1 {
                     let mut words = Box::new([0u16; BITMAP_WORDS]);
                     for &o in v.iter().chain(std::iter::once(&offset)) {
-                        words[usize::from(o / 16)] |= 1 << (o % 16);
+                        set_bit(&mut words, o);
                     }
                     *chunk = Chunk::Bitmap(words);
                 } else {

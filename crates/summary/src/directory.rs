@@ -87,17 +87,21 @@ pub struct TimelineCoverage {
 pub fn coverage(files: &[SummaryFileInfo]) -> Vec<TimelineCoverage> {
     let mut out: Vec<TimelineCoverage> = Vec::new();
     for group in files.chunk_by(|a, b| a.tli == b.tli) {
+        // chunk_by yields no empty group.
+        let Some((first, rest)) = group.split_first() else {
+            continue;
+        };
         let mut cov = TimelineCoverage {
-            tli: group[0].tli,
-            start: group[0].start,
-            end: group[0].end,
+            tli: first.tli,
+            start: first.start,
+            end: first.end,
             files: group.len(),
             gaps: Vec::new(),
             overlaps: Vec::new(),
         };
         // The file reaching furthest so far, to report overlaps against it.
-        let mut furthest = &group[0];
-        for f in &group[1..] {
+        let mut furthest = first;
+        for f in rest {
             if f.start > cov.end {
                 cov.gaps.push((cov.end, f.start));
             } else if f.start < cov.end {

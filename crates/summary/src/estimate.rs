@@ -102,7 +102,7 @@ pub fn file_backup_method(table: &BlockRefTable, file: &RelationFile, geom: RelG
     let size = file.size;
     // Never zero: the geometry was validated.
     let bs = geom.block_bytes();
-    if size % bs != 0 || size / bs > u64::from(relseg_size) {
+    if !size.is_multiple_of(bs) || size / bs > u64::from(relseg_size) {
         return Method::Full;
     }
     if file.name.fork == ForkNumber::Fsm {

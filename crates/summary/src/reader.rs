@@ -128,16 +128,14 @@ impl<R: Read> SummaryReader<R> {
             self.finish()?;
             return Ok(None);
         }
-        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-        let forknum = word(12) as i32;
+        let [spc_oid, db_oid, rel_number, raw_fork, limit_block, nchunks] = le_words(&h);
+        let forknum = raw_fork as i32;
         let fork = ForkNumber::from_i32(forknum).ok_or_else(|| SummaryError::BadFork {
             file: self.name.clone(),
             offset: header_at + 12,
             forknum,
         })?;
-        let key = BlockRefKey::new(word(0), word(4), word(8), fork);
-        let limit_block = word(16);
-        let nchunks = word(20);
+        let key = BlockRefKey::new(spc_oid, db_oid, rel_number, fork);
         if nchunks > MAX_CHUNKS {
             return Err(SummaryError::TooManyChunks {
                 file: self.name.clone(),
@@ -150,8 +148,8 @@ impl<R: Read> SummaryReader<R> {
         let mut raw = vec![0u8; nchunks as usize * 2];
         self.read_exact(&mut raw, "a chunk usage array")?;
         let mut usage = Vec::with_capacity(nchunks as usize);
-        for (i, pair) in raw.chunks_exact(2).enumerate() {
-            let u = u16::from_le_bytes([pair[0], pair[1]]);
+        for (i, pair) in raw.as_chunks::<2>().0.iter().enumerate() {
+            let u = u16::from_le_bytes(*pair);
             if u > MAX_ENTRIES_PER_CHUNK {
                 return Err(SummaryError::BadChunkUsage {
                     file: self.name.clone(),
@@ -167,9 +165,7 @@ impl<R: Read> SummaryReader<R> {
         for u in usage {
             buf.resize(usize::from(u) * 2, 0);
             self.read_exact(&mut buf, "chunk data")?;
-            let words = buf
-                .chunks_exact(2)
-                .map(|p| u16::from_le_bytes([p[0], p[1]]));
+            let words = buf.as_chunks::<2>().0.iter().map(|p| u16::from_le_bytes(*p));
             chunks.push(if u == MAX_ENTRIES_PER_CHUNK {
                 let mut bitmap = Box::new([0u16; MAX_ENTRIES_PER_CHUNK as usize]);
                 for (slot, w) in bitmap.iter_mut().zip(words) {
@@ -219,8 +215,8 @@ impl<R: Read> SummaryReader<R> {
     /// Fills `buf`, updating the offset and running CRC; a short read is a truncation error.
     fn read_exact(&mut self, buf: &mut [u8], what: &'static str) -> Result<()> {
         let mut got = 0;
-        while got < buf.len() {
-            match self.inner.read(&mut buf[got..]) {
+        while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+            match self.inner.read(rest) {
                 Ok(0) => {
                     return Err(SummaryError::Truncated {
                         file: self.name.clone(),
@@ -237,6 +233,15 @@ impl<R: Read> SummaryReader<R> {
         self.offset += buf.len() as u64;
         Ok(())
     }
+}
+
+/// The little-endian words at the start of `bytes` (as many as fit, the rest zero).
+fn le_words<const N: usize>(bytes: &[u8]) -> [u32; N] {
+    let mut out = [0u32; N];
+    for (o, w) in out.iter_mut().zip(bytes.as_chunks::<4>().0) {
+        *o = u32::from_le_bytes(*w);
+    }
+    out
 }
 
 #[cfg(test)]

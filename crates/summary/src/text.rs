@@ -35,16 +35,13 @@ pub fn push_entry_lines(
     }
     blocks.clear();
     blocks.extend(entry.sorted_blocks());
-    let mut i = 0;
-    while i < blocks.len() {
-        let start = blocks[i];
+    let mut runs = blocks.iter().copied().peekable();
+    while let Some(start) = runs.next() {
         let mut end = start;
-        i += 1;
         if !individual {
             // wrapping_add as in C: u32::MAX + 1 == 0 can never follow in a sorted list.
-            while i < blocks.len() && blocks[i] == end.wrapping_add(1) {
-                end = blocks[i];
-                i += 1;
+            while let Some(next) = runs.next_if_eq(&end.wrapping_add(1)) {
+                end = next;
             }
         }
         out.extend_from_slice(&prefix);
@@ -82,17 +79,18 @@ pub fn write_entry_lines<W: Write>(
 
 /// Decimal `%u`, without going through `fmt`.
 fn push_u32(out: &mut Vec<u8>, mut v: u32) {
+    // u32::MAX has 10 digits, so the loop always ends on `v == 0`.
     let mut digits = [0u8; 10];
     let mut n = digits.len();
-    loop {
-        n -= 1;
-        digits[n] = b'0' + (v % 10) as u8;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
         v /= 10;
+        n -= 1;
         if v == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[n..]);
+    out.extend_from_slice(digits.get(n..).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ impl<W: Write> SummaryWriter<W> {
 
     /// Writes one entry with all its chunks (`nchunks = entry.chunks().len()`).
     pub fn write_entry(&mut self, key: &BlockRefKey, entry: &BlockRefEntry) -> std::io::Result<()> {
-        self.write_entry_n(key, entry, entry.chunks().len())
+        self.write_entry_chunks(key, entry, entry.chunks())
     }
 
     /// Writes one entry as the server does: trailing unused chunks trimmed.
@@ -36,30 +36,31 @@ impl<W: Write> SummaryWriter<W> {
         key: &BlockRefKey,
         entry: &BlockRefEntry,
     ) -> std::io::Result<()> {
-        self.write_entry_n(key, entry, entry.trimmed_nchunks())
+        let all = entry.chunks();
+        // trimmed_nchunks() is at most the number of chunks.
+        let trimmed = all.get(..entry.trimmed_nchunks()).unwrap_or(all);
+        self.write_entry_chunks(key, entry, trimmed)
     }
 
-    fn write_entry_n(
+    /// Writes the entry's header and `chunks`, the first of `entry`'s chunks.
+    fn write_entry_chunks(
         &mut self,
         key: &BlockRefKey,
         entry: &BlockRefEntry,
-        nchunks: usize,
+        chunks: &[Chunk],
     ) -> std::io::Result<()> {
-        let chunks = &entry.chunks()[..nchunks];
+        let nchunks = chunks.len();
         let mut h = [0u8; 24];
         let r = &key.rlocator;
-        for (i, v) in [
+        for (slot, v) in h.as_chunks_mut::<4>().0.iter_mut().zip([
             r.spc_oid,
             r.db_oid,
             r.rel_number,
             key.fork as u32,
             entry.limit_block(),
             nchunks as u32,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            h[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        ]) {
+            *slot = v.to_le_bytes();
         }
         self.put(&h)?;
         let mut buf = Vec::with_capacity(nchunks * 2);

@@ -3,6 +3,15 @@
 //! `pg_wal_summary_contents()`, and the incremental-backup estimate must make the server's
 //! decision for every relation file of a real `pg_basebackup --incremental`.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

@@ -1,6 +1,15 @@
 //! Property tests: random tables built with the server's operations survive write → read
 //! unchanged, written bytes re-read and rewrite identically, and arbitrary bytes never panic.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_summary::{BlockRefKey, BlockRefTable, SummaryFile};
 use pgincr_types::ForkNumber;
 use proptest::prelude::*;

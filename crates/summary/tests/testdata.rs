@@ -2,6 +2,15 @@
 //! PostgreSQL 17.10 and 18.6, with `pg_walsummary`'s output next to each), and bad input.
 //! No server needed.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 
 use pgincr_summary::{

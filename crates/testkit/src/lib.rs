@@ -18,6 +18,15 @@
 //! account) is `pgincr-server`'s; this crate finds the test installs, sets clusters up the way
 //! the tests want them, and turns every error into a panic with the server log.
 
+// A test-only crate: failing loudly (a panic naming what went wrong, with the server log) is
+// its job, so the workspace's no-panic lints do not apply to it. unsafe_code stays denied.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod cluster;
 mod compare;
 mod install;

@@ -96,8 +96,8 @@ fn take_lsn(s: &[u8]) -> Option<(Lsn, &[u8])> {
         .iter()
         .position(|&b| !(b.is_ascii_hexdigit() || b == b'/'))
         .unwrap_or(s.len());
-    let text = std::str::from_utf8(&s[..end]).ok()?;
-    Some((text.parse().ok()?, &s[end..]))
+    let (text, rest) = s.split_at_checked(end)?;
+    Some((std::str::from_utf8(text).ok()?.parse().ok()?, rest))
 }
 
 /// Parses a non-zero decimal TLI followed immediately by a newline.
@@ -150,5 +150,47 @@ INCREMENTAL FROM TLI: 1\n";
         let zero = INCR.replace("START TIMELINE: 1", "START TIMELINE: 0");
         assert!(BackupLabel::parse(zero.as_bytes()).is_err());
         assert!(BackupLabel::parse(b"LABEL: x\n").is_err());
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_never_panic(text in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(l) = BackupLabel::parse(&text) {
+                    let full = BackupLabel::parse(&l.without_incremental_lines()).unwrap();
+                    prop_assert_eq!((full.start_lsn, full.start_tli), (l.start_lsn, l.start_tli));
+                }
+            }
+
+            #[test]
+            fn written_labels_round_trip(
+                start: u64,
+                tli in 1u32..,
+                incr in proptest::option::of((any::<u64>(), 1u32..)),
+                label in "[ -~]{0,40}",
+            ) {
+                let mut text = format!(
+                    "START WAL LOCATION: {} (file 000000010000000000000006)\n\
+                     CHECKPOINT LOCATION: 0/6000080\nLABEL: {label}\nSTART TIMELINE: {tli}\n",
+                    Lsn(start)
+                );
+                if let Some((lsn, t)) = incr {
+                    text.push_str(&format!(
+                        "INCREMENTAL FROM LSN: {}\nINCREMENTAL FROM TLI: {t}\n",
+                        Lsn(lsn)
+                    ));
+                }
+                let l = BackupLabel::parse(text.as_bytes()).unwrap();
+                prop_assert_eq!(l.start_lsn, Lsn(start));
+                prop_assert_eq!(l.start_tli, TimeLineId(tli));
+                prop_assert_eq!(l.incremental_from, incr.map(|(a, t)| (Lsn(a), TimeLineId(t))));
+                let full = BackupLabel::parse(&l.without_incremental_lines()).unwrap();
+                prop_assert_eq!(full.incremental_from, None);
+                prop_assert_eq!(full.start_lsn, Lsn(start));
+            }
+        }
     }
 }

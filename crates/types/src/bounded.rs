@@ -223,6 +223,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // mkfifo(3)
     fn refuses_fifos_devices_and_directories_without_blocking() {
         let d = scratch("special");
         let fifo = d.join("fifo");

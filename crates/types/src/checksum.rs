@@ -161,11 +161,11 @@ impl Checksummer {
 
 /// Lower-case hex encoding (`hex_encode` in write_manifest.c).
 pub fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+        // from_digit is lower-case and `Some` for every nibble.
+        s.extend(char::from_digit(u32::from(b >> 4), 16));
+        s.extend(char::from_digit(u32::from(b & 15), 16));
     }
     s
 }
@@ -177,7 +177,10 @@ pub fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
     }
     let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     text.chunks_exact(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .map(|p| match *p {
+            [hi, lo] => Some(nibble(hi)? << 4 | nibble(lo)?),
+            _ => None,
+        })
         .collect()
 }
 

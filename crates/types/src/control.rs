@@ -223,17 +223,24 @@ impl ControlFile {
 
     /// Validates and decodes the bytes of a control file; `path` names it in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<ControlFile, ControlFileError> {
-        if bytes.len() < 296 {
-            return Err(ControlFileError::TooShort {
-                path: path.to_path_buf(),
-                len: bytes.len(),
-            });
-        }
-        let u32_at = |off: usize| {
-            u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]])
+        let too_short = || ControlFileError::TooShort {
+            path: path.to_path_buf(),
+            len: bytes.len(),
         };
-        let u64_at = |off: usize| u64::from(u32_at(off)) | (u64::from(u32_at(off + 4)) << 32);
-        let version = u32_at(8);
+        if bytes.len() < 296 {
+            return Err(too_short());
+        }
+        // Every offset below is inside the 296 bytes checked above.
+        let u32_at = |off: usize| {
+            bytes
+                .get(off..)
+                .and_then(<[u8]>::first_chunk)
+                .map(|b| u32::from_le_bytes(*b))
+                .ok_or_else(too_short)
+        };
+        let u64_at =
+            |off: usize| Ok::<_, ControlFileError>(u64::from(u32_at(off)?) | (u64::from(u32_at(off + 4)?) << 32));
+        let version = u32_at(8)?;
         // PG 18 added `default_char_signedness`, which moved the CRC by 4 bytes.
         let crc_offset = match version {
             1700 => 288,
@@ -245,8 +252,8 @@ impl ControlFile {
                 })
             }
         };
-        let computed = crc32c::crc32c(&bytes[..crc_offset]);
-        let stored = u32_at(crc_offset);
+        let computed = crc32c::crc32c(bytes.get(..crc_offset).ok_or_else(too_short)?);
+        let stored = u32_at(crc_offset)?;
         if computed != stored {
             return Err(ControlFileError::BadCrc {
                 path: path.to_path_buf(),
@@ -260,17 +267,17 @@ impl ControlFile {
             error,
         };
         Ok(ControlFile {
-            system_identifier: u64_at(0),
+            system_identifier: u64_at(0)?,
             pg_control_version: version,
-            catalog_version_no: u32_at(12),
-            checkpoint: u64_at(32),
-            redo: u64_at(40),
-            timeline: u32_at(48),
-            blcksz: BlockSize::new(u32_at(216)).map_err(bad)?,
-            relseg_size: RelSegSize::new(u32_at(220)).map_err(bad)?,
-            xlog_blcksz: WalBlockSize::new(u32_at(224)).map_err(bad)?,
-            xlog_seg_size: WalSegSize::new(u32_at(228)).map_err(bad)?,
-            data_checksum_version: u32_at(252),
+            catalog_version_no: u32_at(12)?,
+            checkpoint: u64_at(32)?,
+            redo: u64_at(40)?,
+            timeline: u32_at(48)?,
+            blcksz: BlockSize::new(u32_at(216)?).map_err(bad)?,
+            relseg_size: RelSegSize::new(u32_at(220)?).map_err(bad)?,
+            xlog_blcksz: WalBlockSize::new(u32_at(224)?).map_err(bad)?,
+            xlog_seg_size: WalSegSize::new(u32_at(228)?).map_err(bad)?,
+            data_checksum_version: u32_at(252)?,
         })
     }
 

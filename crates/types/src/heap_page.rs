@@ -54,8 +54,7 @@ pub fn line_pointer_count(page: &[u8]) -> Option<u16> {
 /// Line pointer `offnum` (1-based, as `OffsetNumber`).
 pub fn line_pointer(page: &[u8], offnum: u16) -> Option<LinePointer> {
     let at = SIZE_OF_PAGE_HEADER + 4 * usize::from(offnum.checked_sub(1)?);
-    let b = page.get(at..at + 4)?;
-    let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let v = u32::from_le_bytes(*page.get(at..)?.first_chunk()?);
     let kind = match (v >> 15) & 3 {
         0 => LinePointerKind::Unused,
         1 => LinePointerKind::Normal,
@@ -74,13 +73,9 @@ pub fn line_pointer(page: &[u8], offnum: u16) -> Option<LinePointer> {
 /// VACUUM FULL all mean the tuple is not frozen.
 fn tuple_needs_freeze(tup: &[u8]) -> Option<bool> {
     let u32_at = |off: usize| -> Option<u32> {
-        let b = tup.get(off..off + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        tup.get(off..)?.first_chunk().copied().map(u32::from_le_bytes)
     };
-    let infomask = {
-        let b = tup.get(20..22)?;
-        u16::from_le_bytes([b[0], b[1]])
-    };
+    let infomask = u16::from_le_bytes(*tup.get(20..)?.first_chunk()?);
     let xmin = u32_at(0)?;
     let xmax = u32_at(4)?;
     let field3 = u32_at(8)?;
@@ -195,5 +190,53 @@ pub(crate) mod tests {
         );
         assert_eq!(may_be_all_frozen(&[0u8; 8192]), Err(MalformedPage::Header));
         assert_eq!(may_be_all_frozen(&[1u8; 10]), Err(MalformedPage::Header));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// An 8 kB page: a random header over random bytes, or a sane header with random line
+        /// pointers and tuples, so both the refusals and the tuple checks are reached.
+        fn page() -> impl Strategy<Value = Vec<u8>> {
+            (
+                proptest::collection::vec(any::<u8>(), 8192),
+                any::<bool>(),
+                0u16..200,
+            )
+                .prop_map(|(mut p, sane, nlp)| {
+                    if sane {
+                        let lower = 24 + 4 * nlp;
+                        let flags = u16::from(p[10] & 7);
+                        p[10..12].copy_from_slice(&flags.to_le_bytes());
+                        p[12..14].copy_from_slice(&lower.to_le_bytes());
+                        p[14..16].copy_from_slice(&lower.max(4096).to_le_bytes());
+                        p[16..18].copy_from_slice(&8192u16.to_le_bytes());
+                        p[18..20].copy_from_slice(&(0x2000u16 | 4).to_le_bytes());
+                    }
+                    p
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+            #[test]
+            fn any_page_never_panics(p in page(), blkno: u32) {
+                let sane = page::header_is_sane(&p);
+                prop_assert_eq!(line_pointer_count(&p).is_some(), sane);
+                let frozen = may_be_all_frozen(&p);
+                if !sane {
+                    prop_assert_eq!(frozen, Err(MalformedPage::Header));
+                }
+                let mut q = p.clone();
+                prop_assert!(page::set_checksum(&mut q, blkno));
+                prop_assert!(page::checksum_is_valid(&q, blkno));
+                prop_assert_eq!(page::header_is_sane(&q), sane);
+                for len in [0, 1, 23, 24, 100, 8191] {
+                    let _ = may_be_all_frozen(&p[..len]);
+                    let _ = page::pg_checksum_page(&p[..len], blkno);
+                }
+            }
+        }
     }
 }

@@ -92,13 +92,20 @@ impl IncrementalSource for [u8] {
         self.len() as u64
     }
     fn read_prefix(&self, n: u64) -> Result<Vec<u8>, Self::Error> {
-        let n = usize::try_from(n).unwrap_or(usize::MAX).min(self.len());
-        Ok(self[..n].to_vec())
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(self.iter().take(n).copied().collect())
     }
 }
 
-fn word(data: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]])
+/// The words of the fixed header (magic, block count, truncation length), or `None` when
+/// `data` is shorter than the header.
+fn fixed_words(data: &[u8]) -> Option<[u32; 3]> {
+    let &[m0, m1, m2, m3, c0, c1, c2, c3, t0, t1, t2, t3] = data.first_chunk::<12>()?;
+    Some([
+        u32::from_le_bytes([m0, m1, m2, m3]),
+        u32::from_le_bytes([c0, c1, c2, c3]),
+        u32::from_le_bytes([t0, t1, t2, t3]),
+    ])
 }
 
 /// The truncation length a reader should use for a stored value `stored` of a file of segment
@@ -157,10 +164,9 @@ impl IncrementalHeader {
     ) -> Result<Vec<u8>, S::Error> {
         let geom = geom.into();
         let head = src.read_prefix(FIXED_HEADER_LEN)?;
-        if head.len() < FIXED_HEADER_LEN as usize {
+        let Some([_, count, _]) = fixed_words(&head) else {
             return Ok(head);
-        }
-        let count = word(&head, 4);
+        };
         // The count is checked against the segment size and the file's length before it sizes
         // any read; parse_prefix then reports what is wrong.
         if count == 0
@@ -192,10 +198,9 @@ impl IncrementalHeader {
         segno: u32,
     ) -> Result<IncrementalHeader, IncrementalError> {
         let len = file_len;
-        if data.len() < FIXED_HEADER_LEN as usize {
+        let Some([magic, count, stored_truncation]) = fixed_words(data) else {
             return Err(IncrementalError::TooShort { len });
-        }
-        let magic = word(data, 0);
+        };
         if magic != INCREMENTAL_MAGIC {
             let hint = if magic.swap_bytes() == INCREMENTAL_MAGIC {
                 " (it was written by a big-endian server, which pgincr does not support)"
@@ -204,12 +209,11 @@ impl IncrementalHeader {
             };
             return Err(IncrementalError::BadMagic { found: magic, hint });
         }
-        let count = word(data, 4);
         let relseg_size = geom.relseg_size.get();
         if count > relseg_size {
             return Err(IncrementalError::TooManyBlocks { count, relseg_size });
         }
-        let (t, clamped_from) = clamp_truncation_length(word(data, 8), geom, segno)?;
+        let (t, clamped_from) = clamp_truncation_length(stored_truncation, geom, segno)?;
         let header_len = header_len(count, geom.blcksz);
         let expected = file_size(count, geom.blcksz);
         if len != expected {
@@ -230,8 +234,8 @@ impl IncrementalHeader {
                     found: data.len() as u64,
                 })?;
         let mut blocks = Vec::with_capacity(count as usize);
-        for (index, chunk) in list.chunks_exact(4).enumerate() {
-            let block = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        for (index, chunk) in list.as_chunks::<4>().0.iter().enumerate() {
+            let block = u32::from_le_bytes(*chunk);
             if let Some(&previous) = blocks.last() {
                 if block <= previous {
                     return Err(IncrementalError::Unsorted {

@@ -421,24 +421,26 @@ impl<R: Read> Input<R> {
             self.eof = true;
             return Ok(false);
         }
+        let filled = self.buf.get(..n).ok_or_else(|| {
+            io::Error::other("a read reported more bytes than its buffer holds")
+        })?;
         self.pos = 0;
         self.len = n;
         self.consumed += n as u64;
-        self.last_byte = Some(self.buf[n - 1]);
-        let mut rest = &self.buf[..n];
-        while let Some(i) = memchr_nl(rest) {
-            self.running.update(&rest[..=i]);
-            self.at_penultimate = std::mem::replace(&mut self.at_last, self.running.clone());
-            self.newlines += 1;
-            rest = &rest[i + 1..];
+        self.last_byte = filled.last().copied();
+        for piece in filled.split_inclusive(|&b| b == b'\n') {
+            self.running.update(piece);
+            if piece.ends_with(b"\n") {
+                self.at_penultimate = std::mem::replace(&mut self.at_last, self.running.clone());
+                self.newlines += 1;
+            }
         }
-        self.running.update(rest);
         Ok(true)
     }
 
     fn peek(&mut self) -> Result<Option<u8>, ManifestErrorKind> {
         Ok(if self.fill()? {
-            Some(self.buf[self.pos])
+            self.buf.get(self.pos).copied()
         } else {
             None
         })
@@ -465,10 +467,6 @@ impl<R: Read> Input<R> {
         }
         Ok(self.at_penultimate.clone().finalize().into())
     }
-}
-
-fn memchr_nl(s: &[u8]) -> Option<usize> {
-    s.iter().position(|&b| b == b'\n')
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ pub const ALL_FROZEN: u8 = 0x02;
 pub const VALID_BITS: u8 = ALL_VISIBLE | ALL_FROZEN;
 const BITS_PER_HEAPBLOCK: u32 = 2;
 const HEAPBLOCKS_PER_BYTE: u32 = 4;
+/// The largest `BLCKSZ` PostgreSQL can be built with.
+const MAX_BLCKSZ: u32 = 32_768;
 /// Where the map starts: `MAXALIGN(SizeOfPageHeaderData)`, 24 on every 64-bit platform.
 pub const MAP_OFFSET: usize = SIZE_OF_PAGE_HEADER;
 
@@ -22,9 +24,10 @@ pub struct VmLayout {
 }
 
 impl VmLayout {
-    /// `None` for a block size too small to hold a map.
+    /// `None` for a block size too small to hold a map, or larger than PostgreSQL's largest
+    /// (32 KiB), which would overflow the per-page block count.
     pub fn new(blcksz: u32) -> Option<VmLayout> {
-        (blcksz as usize > MAP_OFFSET).then_some(VmLayout { blcksz })
+        (blcksz as usize > MAP_OFFSET && blcksz <= MAX_BLCKSZ).then_some(VmLayout { blcksz })
     }
 
     /// `MAPSIZE`: bytes of map on one page.
@@ -114,5 +117,21 @@ mod tests {
         // Block 32,672 + 1 lives on the next page: same position, other page.
         assert_eq!(vm.bits(&page, 32_673), VALID_BITS);
         assert_eq!(vm.clear(&mut page[..10], 0, VALID_BITS), 0);
+    }
+
+    /// Found writing the `pages` fuzz target: a block size above 1 GiB overflowed
+    /// `heap_blocks_per_page` (a panic with overflow checks, a wrong layout without).
+    #[test]
+    fn refuses_impossible_block_sizes() {
+        assert!(VmLayout::new(24).is_none());
+        assert!(VmLayout::new(u32::MAX).is_none());
+        assert!(VmLayout::new(32_769).is_none());
+        let vm = VmLayout::new(32_768).unwrap();
+        assert_eq!(vm.heap_blocks_per_page(), (32_768 - 24) * 4);
+        assert_eq!(vm.map_block(u32::MAX), u32::MAX / vm.heap_blocks_per_page());
+        assert_eq!(
+            VmLayout::new(25).unwrap().truncation_length(u32::MAX),
+            u32::MAX / 4 + 1
+        );
     }
 }

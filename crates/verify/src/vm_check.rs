@@ -325,13 +325,17 @@ impl Relation<'_> {
                 };
             }
             let read = match (&open, self.files.heap.get(&segno)) {
-                (Some((_, f)), Some(p)) => {
-                    match f.read_exact_at(&mut buf[..span], u64::from(local_first) * bs as u64) {
-                        Ok(()) => true,
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
-                        Err(e) => return Err(io("could not read", p)(e)),
+                // `span` is at most WINDOW pages, the size of `buf`.
+                (Some((_, f)), Some(p)) => match buf.get_mut(..span) {
+                    Some(window) => {
+                        match f.read_exact_at(window, u64::from(local_first) * bs as u64) {
+                            Ok(()) => true,
+                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+                            Err(e) => return Err(io("could not read", p)(e)),
+                        }
                     }
-                }
+                    None => false,
+                },
                 _ => false,
             };
             for &(h, bits) in suspects.get(i..j).unwrap_or_default() {
