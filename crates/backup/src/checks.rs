@@ -6,7 +6,7 @@ use pgincr_protocol::{Config, Connection};
 use pgincr_types::manifest::{Manifest, WalRange};
 use pgincr_types::Lsn;
 
-use crate::error::{BackupError, Result};
+use crate::error::{BackupError, Refusal, Result};
 
 /// Reads and verifies the prior backup's manifest. Returns its bytes (sent verbatim) and the
 /// parsed form.
@@ -19,28 +19,35 @@ pub(crate) fn read_old_manifest(path: &Path) -> Result<(Vec<u8>, Manifest)> {
         "prior backup manifest",
     )
     .map_err(|e| {
-        BackupError::Refused(format!(
-            "{e}; -i takes the backup_manifest file of the previous backup"
-        ))
+        BackupError::refused(
+            Refusal::PriorManifest,
+            format!("{e}; -i takes the backup_manifest file of the previous backup"),
+        )
     })?;
     let m = Manifest::parse(&bytes[..]).map_err(|e| {
-        BackupError::Refused(format!(
-            "the prior backup's manifest \"{}\" is not a valid backup_manifest: {e}",
-            path.display()
-        ))
+        BackupError::refused(
+            Refusal::PriorManifest,
+            format!(
+                "the prior backup's manifest \"{}\" is not a valid backup_manifest: {e}",
+                path.display()
+            ),
+        )
     })?;
     if m.version < 2 || m.system_identifier.is_none() {
-        return Err(BackupError::Refused(format!(
+        return Err(BackupError::refused(Refusal::PriorManifest, format!(
             "manifest \"{}\" is version {}, which cannot be used for incremental backups: take a new full backup with PostgreSQL 17 or later",
             path.display(),
             m.version
         )));
     }
     if m.wal_ranges.is_empty() {
-        return Err(BackupError::Refused(format!(
-            "manifest \"{}\" lists no WAL ranges, so it cannot anchor an incremental backup",
-            path.display()
-        )));
+        return Err(BackupError::refused(
+            Refusal::PriorManifest,
+            format!(
+                "manifest \"{}\" lists no WAL ranges, so it cannot anchor an incremental backup",
+                path.display()
+            ),
+        ));
     }
     Ok((bytes, m))
 }
@@ -67,19 +74,19 @@ pub(crate) async fn check_server(base: &Config, manifest_path: &Path, m: &Manife
     let mut c = Connection::connect(&cfg.resolve()?).await?;
     let major = c.server_major().unwrap_or(0);
     if major < 17 {
-        return Err(BackupError::Refused(format!(
+        return Err(BackupError::refused(Refusal::ServerVersion, format!(
             "the server runs PostgreSQL {major}; incremental backups need PostgreSQL 17 or later: take a full backup instead (omit -i)"
         )));
     }
     if c.show("summarize_wal").await? != "on" {
-        return Err(BackupError::Refused(
-            "summarize_wal is off on the server, so it cannot take incremental backups: run ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then take a new full backup, and incrementals on top of it".into(),
+        return Err(BackupError::refused(Refusal::ServerConfiguration,
+            "summarize_wal is off on the server, so it cannot take incremental backups: run ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then take a new full backup, and incrementals on top of it",
         ));
     }
     let wal_level = c.show("wal_level").await?;
     if wal_level == "minimal" {
-        return Err(BackupError::Refused(
-            "wal_level is minimal: set wal_level = replica (restart needed), then take a full backup".into(),
+        return Err(BackupError::refused(Refusal::ServerConfiguration,
+            "wal_level is minimal: set wal_level = replica (restart needed), then take a full backup",
         ));
     }
     let old = earliest(&m.wal_ranges);
@@ -90,8 +97,8 @@ pub(crate) async fn check_server(base: &Config, manifest_path: &Path, m: &Manife
         Ok(sets) => {
             let set = sets.first();
             if set.and_then(|s| s.text(0, 1)).is_none() {
-                return Err(BackupError::Refused(
-                    "the WAL summarizer process is not running although summarize_wal is on; check the server log, then retry".into(),
+                return Err(BackupError::refused(Refusal::ServerConfiguration,
+                    "the WAL summarizer process is not running although summarize_wal is on; check the server log, then retry",
                 ));
             }
             let summarized: Lsn = set
@@ -111,7 +118,7 @@ pub(crate) async fn check_server(base: &Config, manifest_path: &Path, m: &Manife
             match first {
                 Some(f) if f <= old.start => {}
                 _ => {
-                    return Err(BackupError::Refused(format!(
+                    return Err(BackupError::refused(Refusal::SummariesMissing, format!(
                         "the server has no WAL summaries reaching back to the prior backup's start ({} on timeline {}; earliest summary: {}): summarize_wal was probably enabled after that backup, or wal_summary_keep_time removed them. Take a new full backup instead of -i {}",
                         old.start,
                         old.tli,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::checks;
-use crate::error::{BackupError, Result};
+use crate::error::{BackupError, Refusal, Result};
 use crate::options::{Algorithm, BackupOptions, Format, WalMethod};
 use crate::sink::{Sink, SinkSetup};
 use crate::staging::Staging;
@@ -310,7 +310,6 @@ async fn open_session(opts: &BackupOptions) -> Result<Session> {
     let old = match &opts.incremental {
         Some(p) => {
             let (bytes, m) = checks::read_old_manifest(p)?;
-            checks::check_server(&base, p, &m).await?;
             Some((p.clone(), bytes, m))
         }
         None => None,
@@ -319,33 +318,40 @@ async fn open_session(opts: &BackupOptions) -> Result<Session> {
     let mut conn = Connection::connect(&repl.resolve()?).await?;
     let major = conn.server_major().unwrap_or(0);
     if major < 15 {
-        return Err(BackupError::Refused(format!(
+        return Err(BackupError::refused(Refusal::ServerVersion, format!(
                 "the server runs PostgreSQL {major}; pgincr backup needs PostgreSQL 15 or later (17 or later for -i)"
             )));
     }
     if conn.parameter("integer_datetimes") == Some("off") {
-        return Err(BackupError::Refused(
-            "the server uses floating-point datetimes, which pgincr does not support".into(),
+        return Err(BackupError::refused(
+            Refusal::Unsupported,
+            "the server uses floating-point datetimes, which pgincr does not support",
         ));
     }
     let seg_size = pgincr_protocol::parse_wal_segment_size(&conn.show("wal_segment_size").await?)?;
     let sys = conn.identify_system().await?;
     if let Some((path, bytes, m)) = &old {
         if m.system_identifier != Some(sys.system_identifier) {
-            return Err(BackupError::Refused(format!(
+            return Err(BackupError::refused(Refusal::OtherCluster, format!(
                     "the prior backup's manifest \"{}\" is from database system {}, but the server is system {}: use the manifest of a backup of this server",
                     path.display(),
                     m.system_identifier.unwrap_or(0),
                     sys.system_identifier
                 )));
         }
+        // Only now the server-side checks: a manifest of another cluster must be refused as
+        // such, not as summaries that do not reach back to it.
+        checks::check_server(&base, path, m).await?;
         conn.upload_manifest(bytes)
             .await
             .map_err(|e| match e.db() {
-                Some(db) => BackupError::Refused(format!(
-                    "the server refused the prior backup's manifest \"{}\": {db}",
-                    path.display()
-                )),
+                Some(db) => BackupError::refused(
+                    Refusal::ManifestRejected,
+                    format!(
+                        "the server refused the prior backup's manifest \"{}\": {db}",
+                        path.display()
+                    ),
+                ),
                 None => e.into(),
             })?;
     }

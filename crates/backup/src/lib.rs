@@ -20,7 +20,7 @@ mod wal;
 mod waltar;
 
 pub use engine::{run, BackupSummary, CancelSignal};
-pub use error::{BackupError, Result};
+pub use error::{BackupError, Failure, Refusal, Result};
 pub use options::{Algorithm, BackupOptions, Compression, Format, ProgressFn, WalMethod};
 pub use pgincr_protocol::Checkpoint;
 

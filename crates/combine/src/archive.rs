@@ -101,12 +101,14 @@ pub fn find_archives(dir: &Path) -> Result<Option<Vec<ArchiveFile>>> {
         Part::Wal => (2, 0),
     });
     for w in found.windows(2) {
-        if w[0].part == w[1].part {
-            return Err(CombineError::Damaged(format!(
-                "\"{}\" and \"{}\" hold the same part of the backup",
-                w[0].path.display(),
-                w[1].path.display()
-            )));
+        if let [a, b] = w {
+            if a.part == b.part {
+                return Err(CombineError::Damaged(format!(
+                    "\"{}\" and \"{}\" hold the same part of the backup",
+                    a.path.display(),
+                    b.path.display()
+                )));
+            }
         }
     }
     Ok(Some(found))
@@ -189,7 +191,7 @@ impl TarIndex {
     }
 
     pub fn get(&self, path: &[u8]) -> Option<&Member> {
-        self.by_path.get(path).map(|&i| &self.members[i])
+        self.by_path.get(path).and_then(|&i| self.members.get(i))
     }
 
     /// Opens a member for reading; `Ok(None)` when the backup has no such file.
@@ -207,10 +209,13 @@ impl TarIndex {
                 offset,
                 len,
             } => {
-                let file = self.maps[*archive].as_ref().ok_or_else(|| {
-                    CombineError::Internal("internal error: archive without a map".into())
-                })?;
-                let a = &self.archives[*archive];
+                let (Some(Some(file)), Some(a)) =
+                    (self.maps.get(*archive), self.archives.get(*archive))
+                else {
+                    return Err(CombineError::Internal(
+                        "internal error: archive without a map".into(),
+                    ));
+                };
                 let name = PathBuf::from(format!(
                     "{}:{}",
                     a.path.display(),

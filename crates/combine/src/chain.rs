@@ -8,8 +8,8 @@ use crate::error::{CombineError, Result};
 use crate::geometry::Geometry;
 use pgincr_types::backup_label::MAX_BACKUP_LABEL_LEN;
 use pgincr_types::bounded::PG_CONTROL_LIMIT;
-use pgincr_types::manifest::Manifest;
 use pgincr_types::control::ControlFileError;
+use pgincr_types::manifest::Manifest;
 use pgincr_types::{BackupLabel, ControlFile};
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
@@ -47,14 +47,6 @@ impl Backup {
             },
         }
     }
-
-    /// How to name a file of this backup in messages.
-    pub fn display(&self, rel: &str) -> String {
-        match &self.layout {
-            Layout::Tar(_) => format!("{} (in its archives)", self.dir.join(rel).display()),
-            Layout::Plain => self.dir.join(rel).display().to_string(),
-        }
-    }
 }
 
 /// The checked chain, oldest first.
@@ -68,8 +60,9 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// The final backup.
+    #[allow(clippy::indexing_slicing)] // load() refuses an empty chain: `backups` has one.
     pub fn last(&self) -> &Backup {
-        // load() refuses an empty chain.
         &self.backups[self.backups.len() - 1]
     }
 }
@@ -81,8 +74,9 @@ fn chain_err<T>(msg: String) -> Result<T> {
 /// Loads and checks the chain `dirs` (oldest first). Compressed tar archives are decompressed
 /// into `spill_dir` as far as the combine needs (see [`archive`]).
 pub fn load(dirs: &[PathBuf], spill_dir: &Path) -> Result<Chain> {
+    let no_input = || CombineError::Usage("no input directories specified".into());
     if dirs.is_empty() {
-        return Err(CombineError::Usage("no input directories specified".into()));
+        return Err(no_input());
     }
     for d in dirs {
         let meta = std::fs::metadata(d).map_err(|e| {
@@ -109,7 +103,7 @@ pub fn load(dirs: &[PathBuf], spill_dir: &Path) -> Result<Chain> {
         .iter()
         .map(|d| load_manifest(d))
         .collect::<Result<Vec<_>>>()?;
-    let needed = needed_paths(&manifests[manifests.len() - 1]);
+    let needed = needed_paths(manifests.last().ok_or_else(no_input)?);
     let last_index = dirs.len() - 1;
     let mut backups = Vec::with_capacity(dirs.len());
     for (i, (dir, manifest)) in dirs.iter().zip(manifests).enumerate() {
@@ -128,12 +122,13 @@ pub fn load(dirs: &[PathBuf], spill_dir: &Path) -> Result<Chain> {
             manifest,
         });
     }
-    let pg_major = read_pg_version(&backups[last_index])?;
+    let pg_major = read_pg_version(backups.last().ok_or_else(no_input)?)?;
     let warnings = Vec::new();
     let controls = check_control_files(&backups, pg_major)?;
     let labels = check_backup_labels(&backups)?;
-    let system_identifier = controls[controls.len() - 1].system_identifier;
-    let geometry = Geometry::from_control(&controls[controls.len() - 1]);
+    let last_control = controls.last().ok_or_else(no_input)?;
+    let system_identifier = last_control.system_identifier;
+    let geometry = Geometry::from_control(last_control);
     let mut out = Vec::with_capacity(backups.len());
     for ((b, control), label) in backups.into_iter().zip(controls).zip(labels) {
         let sysid = b.manifest.system_identifier.unwrap_or(0);
@@ -182,9 +177,10 @@ fn needed_paths(last: &Manifest) -> HashSet<Vec<u8>> {
     let mut set = HashSet::new();
     for p in last.files.keys() {
         let cut = p.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-        if p[cut..].starts_with(prefix) {
-            let mut bare = p[..cut].to_vec();
-            bare.extend_from_slice(&p[cut + prefix.len()..]);
+        let (dir, name) = p.split_at(cut);
+        if let Some(bare_name) = name.strip_prefix(prefix) {
+            let mut bare = dir.to_vec();
+            bare.extend_from_slice(bare_name);
             set.insert(bare);
             set.insert(p.to_vec());
         }
@@ -215,7 +211,7 @@ fn read_pg_version(b: &PartialBackup) -> Result<u32> {
         .iter()
         .position(|b| !b.is_ascii_digit())
         .unwrap_or(text.len());
-    let version = std::str::from_utf8(&text[..digits_end])
+    let version = std::str::from_utf8(text.split_at(digits_end).0)
         .ok()
         .and_then(|s| s.parse::<u32>().ok());
     match (version, text.get(digits_end)) {
@@ -234,7 +230,9 @@ fn read_small(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>> {
 
 fn check_control_files(backups: &[PartialBackup], pg_major: u32) -> Result<Vec<ControlFile>> {
     let mut controls: Vec<ControlFile> = Vec::with_capacity(backups.len());
-    let last_dir = &backups[backups.len() - 1].dir;
+    let Some(last_dir) = backups.last().map(|b| &b.dir) else {
+        return Ok(controls);
+    };
     // Last to first, as pg_combinebackup does, so errors name the same backup it would.
     for b in backups.iter().rev() {
         let dir = &b.dir;
@@ -307,14 +305,14 @@ fn check_control_files(backups: &[PartialBackup], pg_major: u32) -> Result<Vec<C
 }
 
 fn check_backup_labels(backups: &[PartialBackup]) -> Result<Vec<BackupLabel>> {
-    let n = backups.len();
-    let mut labels: Vec<BackupLabel> = Vec::with_capacity(n);
-    for i in (0..n).rev() {
-        let view = &backups[i];
+    let mut labels: Vec<BackupLabel> = Vec::with_capacity(backups.len());
+    // The backup checked just before this one (the next newer).
+    let mut next: Option<&PartialBackup> = None;
+    for (i, view) in backups.iter().enumerate().rev() {
         let text = view.read_small("backup_label", MAX_BACKUP_LABEL_LEN as u64, "backup_label")?;
         let label = BackupLabel::parse(&text)
             .map_err(|e| CombineError::Damaged(format!("{}: {e}", view.display("backup_label"))))?;
-        let dir = backups[i].dir.display();
+        let dir = view.dir.display();
         match (i, label.incremental_from) {
             (0, Some(_)) => {
                 return chain_err(format!(
@@ -329,8 +327,10 @@ fn check_backup_labels(backups: &[PartialBackup]) -> Result<Vec<BackupLabel>> {
             _ => {}
         }
         // Backup i+1, checked just before, is incremental and must build on this one.
-        if let Some((from_lsn, from_tli)) = labels.first().and_then(|next| next.incremental_from) {
-            let next_dir = backups[i + 1].dir.display();
+        if let (Some(next), Some((from_lsn, from_tli))) =
+            (next, labels.first().and_then(|l| l.incremental_from))
+        {
+            let next_dir = next.dir.display();
             if label.start_tli != from_tli {
                 return chain_err(format!(
                     "backup at \"{dir}\" starts on timeline {}, but backup \"{next_dir}\" was taken incrementally from timeline {from_tli}: the backups are out of order or not one chain",
@@ -345,6 +345,7 @@ fn check_backup_labels(backups: &[PartialBackup]) -> Result<Vec<BackupLabel>> {
             }
         }
         labels.insert(0, label);
+        next = Some(view);
     }
     Ok(labels)
 }

@@ -80,7 +80,7 @@ impl Source {
         for (i, c) in dirs.iter().enumerate() {
             walked.push(std::ffi::OsStr::from_bytes(c));
             let tablespace_link = i == 1
-                && dirs[0] == b"pg_tblspc"
+                && dirs.first().is_some_and(|d| *d == b"pg_tblspc")
                 && std::str::from_utf8(c)
                     .ok()
                     .and_then(crate::tablespaces::parse_oid)
@@ -139,14 +139,6 @@ impl Source {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn is_whole_file(&self) -> bool {
-        self.whole
-    }
-
     /// Fills `buf` from offset `off`; a source shorter than that is an error naming it.
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         let end = off + buf.len() as u64;
@@ -183,8 +175,11 @@ impl Source {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
-            self.read_at(off + done, &mut buf[..n])?;
-            f(&buf[..n])?;
+            let chunk = buf.get_mut(..n).ok_or_else(|| {
+                CombineError::Internal(format!("internal error: chunk of {n} bytes"))
+            })?;
+            self.read_at(off + done, chunk)?;
+            f(chunk)?;
             done += n as u64;
         }
         Ok(())

@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(full.to_string(), io_text);
         assert!(CombineError::io("could not fsync file", "/o/x")(os(libc::EDQUOT)).is_disk_full());
         // Wrapped, as tar passes write errors on.
-        let wrapped = io::Error::new(io::ErrorKind::Other, os(libc::ENOSPC));
+        let wrapped = io::Error::other(os(libc::ENOSPC));
         assert!(CombineError::io("could not archive file", "/o/x")(wrapped).is_disk_full());
         let other = CombineError::io("could not write file", "/o/x")(os(libc::EIO));
         assert!(matches!(other, CombineError::Io { .. }));
@@ -242,8 +242,14 @@ mod tests {
         use pgincr_io::StagingError;
         let cases: Vec<(CombineError, CombineErrorKind)> = vec![
             (CombineError::Usage("u".into()), CombineErrorKind::Usage),
-            (CombineError::Chain("c".into()), CombineErrorKind::ChainBroken),
-            (CombineError::Damaged("d".into()), CombineErrorKind::InputDamaged),
+            (
+                CombineError::Chain("c".into()),
+                CombineErrorKind::ChainBroken,
+            ),
+            (
+                CombineError::Damaged("d".into()),
+                CombineErrorKind::InputDamaged,
+            ),
             (
                 CombineError::Input {
                     backup: "/b".into(),
@@ -259,7 +265,10 @@ mod tests {
                 },
                 CombineErrorKind::InputDamaged,
             ),
-            (CombineError::Output("o".into()), CombineErrorKind::OutputUnusable),
+            (
+                CombineError::Output("o".into()),
+                CombineErrorKind::OutputUnusable,
+            ),
             (
                 CombineError::Staging(StagingError::NotEmpty("/o".into())),
                 CombineErrorKind::OutputUnusable,
@@ -279,7 +288,10 @@ mod tests {
                 }),
                 CombineErrorKind::DiskFull,
             ),
-            (CombineError::Internal("i".into()), CombineErrorKind::Internal),
+            (
+                CombineError::Internal("i".into()),
+                CombineErrorKind::Internal,
+            ),
             (CombineError::Cancelled, CombineErrorKind::Cancelled),
         ];
         for (e, kind) in cases {

@@ -1,14 +1,13 @@
 //! `INCREMENTAL.*` files: the header parser and size formula live in
-//! [`pgincr_types::incremental`], shared with the size estimate; this module re-exports them
-//! under the names the combine engine has always used and lets a [`Source`] feed
-//! [`IncrementalHeader::read_head`].
+//! [`pgincr_types::incremental`], shared with the size estimate; this module re-exports what
+//! the combine engine uses and lets a [`Source`] feed [`IncrementalHeader::read_head`]. (Tests
+//! that build `INCREMENTAL.*` files use [`pgincr_types::incremental::build`].)
 
 use crate::copy::Source;
 use crate::error::CombineError;
 
-pub use pgincr_types::incremental::{
-    build, clamp_truncation_length, file_size, header_len, IncrementalError, IncrementalHeader,
-    IncrementalSource, INCREMENTAL_MAGIC, INCREMENTAL_PREFIX, MAX_BLOCK_NUMBER,
+pub(crate) use pgincr_types::incremental::{
+    IncrementalError, IncrementalHeader, IncrementalSource, INCREMENTAL_PREFIX,
 };
 
 impl IncrementalSource for Source {

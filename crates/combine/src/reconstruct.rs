@@ -1,7 +1,7 @@
 //! Rebuilding one relation segment from the final backup's `INCREMENTAL.<name>` and the older
 //! backups (`reconstruct_from_incremental_file`, format reference 16 step 9).
 
-use crate::chain::{Chain, Layout};
+use crate::chain::{Backup, Chain, Layout};
 use crate::copy::{self, Source};
 use crate::error::{CombineError, Result};
 use crate::incremental::{IncrementalHeader, INCREMENTAL_PREFIX};
@@ -83,7 +83,7 @@ pub fn plan(
     let incr_path = [relative_dir, &incr_name].concat();
     let full_path = [relative_dir, bare_name.as_bytes()].concat();
     let latest = resolve(chain, incremental)?;
-    let latest_header = parse_incremental(chain, n - 1, &incr_path, &latest)?;
+    let latest_header = parse_incremental(chain, chain.last(), &incr_path, &latest)?;
     let t = latest_header.truncation_block_length;
     let block_length = latest_header.reconstructed_length();
     // Blocks stored in incremental files, newest version of each: (block, source, offset),
@@ -104,10 +104,13 @@ pub fn plan(
     let mut copy_source = None;
     // The full file of an older backup: its source index and how many blocks it supplies.
     let mut full: Option<(u32, u32)> = None;
-    for k in (0..n - 1).rev() {
-        let backup = &chain.backups[k];
+    let older = chain
+        .backups
+        .split_last()
+        .map_or(&[][..], |(_, older)| older);
+    for (k, backup) in older.iter().enumerate().rev() {
         if let Some(src) = backup.open(&full_path)? {
-            check_size(chain, k, &full_path, &src)?;
+            check_size(backup, &full_path, &src)?;
             let size = src.len();
             let blocks_here = size / blcksz;
             let idx = sources.len() as u32 + 1;
@@ -143,7 +146,7 @@ pub fn plan(
                 ),
             });
         }
-        let header = parse_incremental(chain, k, &incr_path, &src)?;
+        let header = parse_incremental(chain, backup, &incr_path, &src)?;
         let idx = sources.len() as u32 + 1;
         // The truncation length of intermediate files is not consulted, only the final one.
         let older = header
@@ -262,7 +265,12 @@ pub fn resolve(chain: &Chain, f: &FileRef) -> Result<Source> {
     match f {
         FileRef::Path(p) => Source::open(p).map_err(CombineError::io("could not open file", p)),
         FileRef::Member(i) => match &chain.last().layout {
-            Layout::Tar(index) => index.open_member(&index.members[*i]),
+            Layout::Tar(index) => match index.members.get(*i) {
+                Some(m) => index.open_member(m),
+                None => Err(CombineError::Internal(format!(
+                    "internal error: no member {i} in the final backup's archives"
+                ))),
+            },
             Layout::Plain => Err(CombineError::Internal(
                 "internal error: member of a plain backup".into(),
             )),
@@ -270,15 +278,14 @@ pub fn resolve(chain: &Chain, f: &FileRef) -> Result<Source> {
     }
 }
 
-/// Validates the incremental file `src` (manifest path `rel`) of backup `k`.
+/// Validates the incremental file `src` (manifest path `rel`) of `backup`.
 fn parse_incremental(
     chain: &Chain,
-    k: usize,
+    backup: &Backup,
     rel: &[u8],
     src: &Source,
 ) -> Result<IncrementalHeader> {
-    let backup = &chain.backups[k];
-    check_size(chain, k, rel, src)?;
+    check_size(backup, rel, src)?;
     let head = IncrementalHeader::read_head(src, chain.geometry)?;
     let header =
         IncrementalHeader::parse_prefix(&head, src.len(), chain.geometry).map_err(|source| {
@@ -300,8 +307,7 @@ fn parse_incremental(
 
 /// A source whose size differs from its backup's manifest is damaged; refuse it rather than
 /// build a wrong file from it.
-fn check_size(chain: &Chain, k: usize, manifest_path: &[u8], src: &Source) -> Result<()> {
-    let backup = &chain.backups[k];
+fn check_size(backup: &Backup, manifest_path: &[u8], src: &Source) -> Result<()> {
     let Some(entry) = backup.manifest.file(manifest_path) else {
         return Ok(());
     };
@@ -323,7 +329,6 @@ fn check_size(chain: &Chain, k: usize, manifest_path: &[u8], src: &Source) -> Re
 pub struct Written {
     pub checksum: Option<Checksum>,
     pub zero_blocks: u64,
-    pub whole_copy: bool,
     /// With [`Target::note_all_visible`]: which output blocks are heap pages with
     /// `PD_ALL_VISIBLE`, noted as they passed through the buffer (`None` where the data never
     /// did: `--link`, `--clone`, `--copy-file-range` without checksums).
@@ -380,6 +385,12 @@ pub struct Target<'a> {
 }
 
 /// Executes `plan` into `target`; warnings (a manifest lacking an entry) go to `warnings`.
+///
+/// The chunk loop indexes the buffer and the plan's sources directly: the bounds are
+/// established by the plan (its runs cover `[0, blocks)` exactly, every piece is clipped to
+/// the chunk the buffer holds, and a run's source is 0 or an index into `sources` plus one),
+/// and this loop is the measured hot path.
+#[allow(clippy::indexing_slicing)]
 pub fn execute(
     chain: &Chain,
     plan: &Plan,
@@ -397,16 +408,22 @@ pub fn execute(
     } = *target;
     let blcksz = chain.geometry.block_bytes();
     if let Some(ci) = plan.copy_source {
-        let src = &plan.sources[ci];
+        let (Some(src), Some(backup)) = (
+            plan.sources.get(ci),
+            plan.sources
+                .get(ci)
+                .and_then(|s| chain.backups.get(s.backup)),
+        ) else {
+            return Err(CombineError::Internal(format!(
+                "internal error: plan copies from source {ci}, which it lacks"
+            )));
+        };
         let mut reuse = None;
         if checksum_type != ChecksumType::None {
-            match chain.backups[src.backup].manifest.file(manifest_path) {
+            match backup.manifest.file(manifest_path) {
                 None => warnings.push(format!(
                     "\"{}\" contains no entry for \"{}\"",
-                    chain.backups[src.backup]
-                        .dir
-                        .join("backup_manifest")
-                        .display(),
+                    backup.dir.join("backup_manifest").display(),
                     String::from_utf8_lossy(manifest_path)
                 )),
                 Some(f) => reuse = f.checksum_of(checksum_type),
@@ -449,7 +466,6 @@ pub fn execute(
         return Ok(Written {
             checksum: reuse.or_else(|| sum.finish()),
             zero_blocks: 0,
-            whole_copy: true,
             all_visible,
         });
     }
@@ -554,7 +570,6 @@ pub fn execute(
     Ok(Written {
         checksum: sum.finish(),
         zero_blocks,
-        whole_copy: false,
         all_visible,
     })
 }
@@ -585,7 +600,7 @@ impl<'a> PageChecker<'a> {
             return None;
         }
         Some(PageChecker {
-            backup: &chain.backups[src.backup].dir,
+            backup: &chain.backups.get(src.backup)?.dir,
             file: &src.source.path,
             fork_block,
             blcksz: chain.geometry.blcksz as usize,
@@ -647,11 +662,15 @@ fn read_full_span(
         return Ok(None);
     }
     let bs = blcksz as usize;
-    let src = &plan.sources[full as usize - 1].source;
-    src.read_at(
-        first as u64 * blcksz,
-        &mut buf[(first - chunk_start) * bs..(last - chunk_start) * bs],
-    )?;
+    let (Some(src), Some(span)) = (
+        plan.sources.get(full as usize - 1),
+        buf.get_mut((first - chunk_start) * bs..(last - chunk_start) * bs),
+    ) else {
+        return Err(CombineError::Internal(format!(
+            "internal error: span of blocks {first}..{last} from source {full} outside the plan"
+        )));
+    };
+    src.source.read_at(first as u64 * blcksz, span)?;
     Ok(Some(full))
 }
 

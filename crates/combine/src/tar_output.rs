@@ -90,12 +90,13 @@ impl Packer<'_> {
         }
         let mut rest = Vec::new();
         for f in files {
-            if let Some(i) = self
+            if let Some((_, files)) = self
                 .tablespaces
                 .iter()
-                .position(|t| f.file.starts_with(&t.dir))
+                .zip(per_ts.iter_mut())
+                .find(|(t, _)| f.file.starts_with(&t.dir))
             {
-                per_ts[i].push(f);
+                files.push(f);
             } else if f.file.starts_with(&wal_dir) {
                 wal.push(f);
             } else if f.entry.manifest_path == b"global/pg_control" {

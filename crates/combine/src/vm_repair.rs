@@ -351,11 +351,15 @@ fn repair_relation(
     let per_page = layout.heap_blocks_per_page();
     let mut changed_pages = vec![false; map.len() / bs];
     let mut suspects: Vec<(u32, u8)> = Vec::new();
-    for b in 0..(map.len() / bs) as u32 {
+    for (b, (page, changed)) in map
+        .chunks_exact_mut(bs)
+        .zip(changed_pages.iter_mut())
+        .enumerate()
+    {
+        let b = b as u32;
         let Some(vm_origin) = vm_origins.origin(b).filter(|&o| o != ZEROED) else {
             continue;
         };
-        let page = &mut map[b as usize * bs..(b as usize + 1) * bs];
         if page::is_new(page) {
             continue;
         }
@@ -378,7 +382,7 @@ fn repair_relation(
         // Bits of heap blocks past the end of the heap.
         for hb in heap.blocks.max(first)..end {
             if layout.clear(page, hb, VALID_BITS) != 0 {
-                changed_pages[b as usize] = true;
+                *changed = true;
                 file.all_visible_cleared += 1;
             }
         }
@@ -397,9 +401,11 @@ fn repair_relation(
             continue;
         }
         let b = layout.map_block(*hb) as usize;
-        if let Some(page) = map.get_mut(b * bs..(b + 1) * bs) {
+        if let (Some(page), Some(changed)) =
+            (map.get_mut(b * bs..(b + 1) * bs), changed_pages.get_mut(b))
+        {
             layout.clear(page, *hb, mask);
-            changed_pages[b] = true;
+            *changed = true;
             if mask == VALID_BITS {
                 file.all_visible_cleared += 1;
             } else {
@@ -515,13 +521,15 @@ fn judge_heap_pages(
             .get(j - 1)
             .map_or(local_first, |&(_, h, _)| h - seg_start);
         let span = (local_last - local_first + 1) as usize * bs;
-        let read = match heap.segments.iter().find(|(s, _, _)| *s == segno) {
-            Some((_, p, _)) => read_span(
-                &p.job.output,
-                u64::from(local_first) * bs as u64,
-                &mut buf[..span],
-            ),
-            None => Ok(false),
+        // `span` is at most the window (the pages are within WINDOW of the first).
+        let read = match (
+            heap.segments.iter().find(|(s, _, _)| *s == segno),
+            buf.get_mut(..span),
+        ) {
+            (Some((_, p, _)), Some(window)) => {
+                read_span(&p.job.output, u64::from(local_first) * bs as u64, window)
+            }
+            _ => Ok(false),
         }?;
         for &(k, h, bits) in to_read.get(i..j).unwrap_or_default() {
             let off = (h - seg_start - local_first) as usize * bs;

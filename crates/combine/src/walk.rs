@@ -54,15 +54,23 @@ pub enum JobKind {
     },
 }
 
-/// The walk's result.
 /// Splits `pg_tblspc/<oid>/rest` into the OID and `rest`.
 fn tablespace_of(path: &[u8]) -> Option<(u32, &[u8])> {
     let rest = path.strip_prefix(b"pg_tblspc/")?;
     let (oid, rest) = match rest.iter().position(|&b| b == b'/') {
-        Some(p) => (&rest[..p], &rest[p + 1..]),
-        None => (rest, &rest[rest.len()..]),
+        Some(p) => split_around(rest, p),
+        None => (rest, &[][..]),
     };
     Some((std::str::from_utf8(oid).ok().and_then(parse_oid)?, rest))
+}
+
+/// `s` before and after the separator at `at` (which is left out).
+fn split_around(s: &[u8], at: usize) -> (&[u8], &[u8]) {
+    let (before, from) = s.split_at(at);
+    (
+        before,
+        from.split_first().map_or(&[][..], |(_, after)| after),
+    )
 }
 
 /// A directory of the final backup, as the walk classified it.
@@ -75,6 +83,7 @@ struct DirInfo<'a> {
     checksum_type: ChecksumType,
 }
 
+/// The walk's result.
 pub struct WalkResult {
     pub jobs: Vec<Job>,
     /// Directories created (or to create, in a dry run), parents first.
@@ -249,8 +258,10 @@ impl<'a> Walker<'a> {
         } = *dir;
         let stored_path = [prefix, name].concat();
         self.seen.insert(stored_path.clone());
-        if incremental_dir && name.starts_with(INCREMENTAL_PREFIX.as_bytes()) {
-            let bare = &name[INCREMENTAL_PREFIX.len()..];
+        if let Some(bare) = name
+            .strip_prefix(INCREMENTAL_PREFIX.as_bytes())
+            .filter(|_| incremental_dir)
+        {
             self.jobs.push(Job {
                 manifest_path: [prefix, bare].concat(),
                 output: out_dir.join(std::ffi::OsStr::from_bytes(bare)),
@@ -316,8 +327,8 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let (dir_part, name) = match below.iter().rposition(|&b| b == b'/') {
-                Some(p) => (&below[..p], &below[p + 1..]),
-                None => (&below[..0], below),
+                Some(p) => split_around(below, p),
+                None => (&[][..], below),
             };
             if m.is_dir {
                 self.mkdir_all(

@@ -11,6 +11,15 @@
 //! there the map must come out exactly as upstream's (`vm_repair_synthetic.rs` covers the
 //! wrong size itself).
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_combine::{combine, CombineOptions};
 use pgincr_testkit::{is_visibility_map, manifest_without, run, scratch, Cluster, Major};
 use std::io::Read;
@@ -197,7 +206,9 @@ fn check(major: Major) {
     );
     // The map of the truncated relation is as long as its heap needs: 150,000 blocks before
     // the truncation, under 150,000 after, so 5 map pages.
-    let vm_len = std::fs::metadata(out.join(format!("{rel}_vm"))).unwrap().len();
+    let vm_len = std::fs::metadata(out.join(format!("{rel}_vm")))
+        .unwrap()
+        .len();
     assert_eq!(vm_len, 5 * 8192);
     let stale = pgincr_verify::check_vm(&out).unwrap();
     assert!(stale.is_clean(), "{major}: {:?}", &stale.stale[..]);

@@ -8,6 +8,15 @@
 //! covered by `multi_segment.rs` (a real 1.14 GiB table, PostgreSQL 18) and, for edge cases,
 //! by `synthetic_chains.rs`, whose chains use a 4-block segment size.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_combine::{combine, CombineError, CombineOptions, CopyMode, TablespaceMapping};
 use pgincr_testkit::{
     assert_same_backup, assert_same_backup_except_vm, manifest_without, manifest_without_mtimes,

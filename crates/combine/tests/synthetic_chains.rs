@@ -2,9 +2,18 @@
 //! across segments, clamped truncation lengths, zero-filled gaps and whole-file copies from
 //! older backups are exercised in milliseconds. Expected contents are written out by hand.
 
-use pgincr_combine::incremental::build;
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_combine::{combine, CombineOptions};
 use pgincr_types::checksum::{ChecksumType, Checksummer};
+use pgincr_types::incremental::build;
 use pgincr_types::manifest::{Manifest, ManifestWriter};
 use std::path::{Path, PathBuf};
 
@@ -315,7 +324,9 @@ fn refuses_special_files_in_older_backups() {
     std::fs::remove_file(&victim).unwrap();
     let c = std::ffi::CString::new(victim.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    #[allow(unsafe_code)]
+    let made = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(made, 0);
     let out = root.path().join("out");
     let err = combine(&CombineOptions::new(dirs.clone(), out.clone()))
         .unwrap_err()

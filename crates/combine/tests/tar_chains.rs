@@ -5,6 +5,15 @@
 //! archives rather than a directory walk). pg_verifybackup checks the output and a server
 //! started on it must see the data of the last backup.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_combine::{combine, CombineOptions, TablespaceMapping};
 use pgincr_testkit::{
     assert_same_backup, assert_same_backup_except_vm, manifest_without_mtimes, run, scratch,
@@ -179,7 +188,11 @@ fn check_major(major: Major) {
     let not_map = |entries: Vec<String>| -> Vec<String> {
         entries
             .into_iter()
-            .filter(|e| !maps.iter().any(|m| e.contains(&format!("\"{}\"", m.display()))))
+            .filter(|e| {
+                !maps
+                    .iter()
+                    .any(|m| e.contains(&format!("\"{}\"", m.display())))
+            })
             .collect()
     };
     assert_eq!(

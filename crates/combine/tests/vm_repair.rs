@@ -14,6 +14,15 @@
 //! `PD_ALL_VISIBLE`. The offline check of `pgincr-verify` must find every stale bit of
 //! upstream's output and none in ours or in the full backup.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_combine::{combine, CombineOptions, CopyMode, OutputFormat};
 use pgincr_testkit::{backup_contents, run, scratch, Cluster, Major};
 use std::os::unix::fs::MetadataExt;

@@ -3,11 +3,20 @@
 //! bits past the end of a truncated heap, and each verdict a heap page can give, with data
 //! checksums on (the repaired page's checksum must be PostgreSQL's).
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{control_with, make_backup, BLCKSZ};
-use pgincr_combine::incremental::build;
 use pgincr_combine::{combine, CombineOptions};
+use pgincr_types::incremental::build;
 use pgincr_types::page;
 use pgincr_types::visibility_map::{VmLayout, ALL_FROZEN, ALL_VISIBLE};
 

@@ -24,9 +24,9 @@ impl DbError {
             if code == 0 {
                 break;
             }
-            let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-            let value = String::from_utf8_lossy(&tail[..end]).into_owned();
-            rest = tail.get(end + 1..).unwrap_or(&[]);
+            let mut parts = tail.splitn(2, |&b| b == 0);
+            let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            rest = parts.next().unwrap_or_default();
             match code {
                 b'V' => e.severity = value,
                 b'S' => localized = Some(value),

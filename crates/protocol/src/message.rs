@@ -87,11 +87,10 @@ pub enum Split {
 
 /// Splits one complete message off `buf`, if there is one.
 pub fn split_message(buf: &mut BytesMut) -> Split {
-    if buf.len() < 5 {
+    let Some(&[tag, l0, l1, l2, l3]) = buf.first_chunk::<5>() else {
         return Split::Need(5 - buf.len());
-    }
-    let tag = buf[0];
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    };
+    let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
     if !(4..=MAX_MESSAGE_LEN).contains(&len) {
         return Split::BadLength(tag, len);
     }
@@ -149,15 +148,20 @@ impl Body {
             .iter()
             .position(|&c| c == 0)
             .ok_or_else(|| self.short())?;
-        let s = String::from_utf8_lossy(&self.b[..end]).into_owned();
-        self.b.advance(end + 1);
-        Ok(s)
+        // In bounds: `end` is the position of a NUL found above.
+        let field = self.b.split_to(end);
+        self.b.advance(1);
+        Ok(String::from_utf8_lossy(&field).into_owned())
     }
     fn take(&mut self, n: usize) -> Result<Bytes> {
         if self.b.remaining() < n {
             return Err(self.short());
         }
         Ok(self.b.split_to(n))
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.take(N)?;
+        <[u8; N]>::try_from(s.as_ref()).map_err(|_| self.short())
     }
 }
 
@@ -248,10 +252,7 @@ pub fn decode(tag: u8, body: Bytes) -> Result<Backend> {
             Backend::Auth(match b.i32()? {
                 0 => AuthRequest::Ok,
                 3 => AuthRequest::Cleartext,
-                5 => {
-                    let s = b.take(4)?;
-                    AuthRequest::Md5([s[0], s[1], s[2], s[3]])
-                }
+                5 => AuthRequest::Md5(b.array()?),
                 10 => {
                     let mut mechs = Vec::new();
                     loop {

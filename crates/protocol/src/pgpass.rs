@@ -41,16 +41,15 @@ pub(crate) fn find(text: &str, host: &str, port: u16, dbname: &str, user: &str) 
             continue;
         }
         let fields = split_fields(line);
-        if fields.len() < 5 {
+        let [h, p, d, u, password @ ..] = fields.as_slice() else {
+            continue;
+        };
+        if password.is_empty() {
             continue;
         }
         let ok = |pat: &str, val: &str| pat == "*" || pat == val;
-        if ok(&fields[0], host)
-            && ok(&fields[1], &port)
-            && ok(&fields[2], dbname)
-            && ok(&fields[3], user)
-        {
-            return Some(Secret::new(fields[4..].join(":")));
+        if ok(h, host) && ok(p, &port) && ok(d, dbname) && ok(u, user) {
+            return Some(Secret::new(password.join(":")));
         }
     }
     None

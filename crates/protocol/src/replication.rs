@@ -135,7 +135,13 @@ impl Connection {
                 tli.0
             )));
         }
-        let content = s.rows[0].get(1).cloned().flatten().unwrap_or_default();
+        let content = s
+            .rows
+            .first()
+            .and_then(|row| row.get(1))
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
         Ok((name, content))
     }
 

@@ -230,8 +230,9 @@ async fn check(c: &Cluster) {
 #[tokio::test]
 async fn protocol_against_17_and_18() {
     for major in Major::ALL {
+        // A missing 17 (outside CI) must not skip 18's half.
         let Some(c) = Cluster::start(major) else {
-            return;
+            continue;
         };
         check(&c).await;
     }

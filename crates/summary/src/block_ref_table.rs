@@ -13,11 +13,11 @@ use pgincr_types::{ForkNumber, RelFileLocator, INVALID_BLOCK_NUMBER};
 use crate::file::SummaryFile;
 
 /// Blocks covered by one chunk (`BLOCKS_PER_CHUNK`).
-pub const BLOCKS_PER_CHUNK: u32 = 1 << 16;
+const BLOCKS_PER_CHUNK: u32 = 1 << 16;
 /// Chunk usage value that marks a bitmap chunk (`MAX_ENTRIES_PER_CHUNK`), also its word count.
-pub const MAX_ENTRIES_PER_CHUNK: u16 = 4096;
+pub(crate) const MAX_ENTRIES_PER_CHUNK: u16 = 4096;
 /// Chunks a fork can have: block numbers are 32-bit, so chunk numbers are 16-bit.
-pub const MAX_CHUNKS: u32 = 1 << 16;
+pub(crate) const MAX_CHUNKS: u32 = 1 << 16;
 /// Bitmap words of a bitmap chunk.
 const BITMAP_WORDS: usize = MAX_ENTRIES_PER_CHUNK as usize;
 
@@ -76,7 +76,7 @@ impl Chunk {
     }
 
     /// Calls `f` with every offset, in stored order (ascending for a bitmap).
-    pub fn for_each_offset(&self, mut f: impl FnMut(u16)) {
+    fn for_each_offset(&self, mut f: impl FnMut(u16)) {
         match self {
             Chunk::Array(v) => v.iter().for_each(|&o| f(o)),
             Chunk::Bitmap(words) => {
@@ -153,7 +153,7 @@ impl BlockRefEntry {
     }
 
     /// `nchunks` as the server writes it: trailing unused chunks trimmed.
-    pub fn trimmed_nchunks(&self) -> usize {
+    pub(crate) fn trimmed_nchunks(&self) -> usize {
         self.chunks
             .iter()
             .rposition(|c| c.usage() != 0)
@@ -245,7 +245,7 @@ impl BlockRefEntry {
     }
 
     /// Recorded blocks in `[start, stop)`, ascending (`BlockRefTableEntryGetBlocks` + sort).
-    pub fn blocks_in(&self, start: u32, stop: u32) -> Vec<u32> {
+    pub(crate) fn blocks_in(&self, start: u32, stop: u32) -> Vec<u32> {
         let mut out = Vec::new();
         if start >= stop {
             return out;
@@ -304,7 +304,7 @@ impl BlockRefTable {
 
     /// Merges one summary entry as the server does when preparing an incremental backup: set
     /// the limit, then mark each block in stored order.
-    pub fn merge_entry(&mut self, key: BlockRefKey, entry: &BlockRefEntry) {
+    pub(crate) fn merge_entry(&mut self, key: BlockRefKey, entry: &BlockRefEntry) {
         self.set_limit_block(key, entry.limit_block());
         let e = self.entries.get_mut(&key);
         if let Some(e) = e {
@@ -313,7 +313,7 @@ impl BlockRefTable {
     }
 
     /// Merges every entry of a summary file, in file order.
-    pub fn merge_file(&mut self, file: &SummaryFile) {
+    pub(crate) fn merge_file(&mut self, file: &SummaryFile) {
         for (key, entry) in &file.entries {
             self.merge_entry(*key, entry);
         }

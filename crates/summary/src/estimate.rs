@@ -26,7 +26,7 @@ use crate::block_ref_table::{BlockRefKey, BlockRefTable};
 use crate::error::{Result, SummaryError};
 
 /// Directories whose contents `BASE_BACKUP` skips (the directory itself is sent).
-pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
+const EXCLUDED_DIR_CONTENTS: &[&str] = &[
     "pg_wal",
     "pg_stat_tmp",
     "pg_replslot",
@@ -89,7 +89,7 @@ pub enum Method {
 
 /// Where a relation file lives, as `GetFileBackupMethod` sees it.
 #[derive(Clone, Copy, Debug)]
-pub struct RelationFile {
+struct RelationFile {
     pub spc_oid: u32,
     pub db_oid: u32,
     pub name: RelFileName,
@@ -97,7 +97,7 @@ pub struct RelationFile {
 }
 
 /// `GetFileBackupMethod`, rules 1, 2 and 4-10 (rule 3, the manifest lookup, is the caller's).
-pub fn file_backup_method(table: &BlockRefTable, file: &RelationFile, geom: RelGeometry) -> Method {
+fn file_backup_method(table: &BlockRefTable, file: &RelationFile, geom: RelGeometry) -> Method {
     let (blcksz, relseg_size) = (geom.blcksz.get(), geom.relseg_size.get());
     let size = file.size;
     // Never zero: the geometry was validated.
@@ -152,7 +152,7 @@ pub fn file_backup_method(table: &BlockRefTable, file: &RelationFile, geom: RelG
 
 /// `GetIncrementalFileSize`: header (rounded up to a block when blocks follow) plus blocks,
 /// the formula the combiner's reader checks files against.
-pub fn incremental_file_size(num_blocks: u32, blcksz: BlockSize) -> u64 {
+fn incremental_file_size(num_blocks: u32, blcksz: BlockSize) -> u64 {
     pgincr_types::incremental::file_size(num_blocks, blcksz)
 }
 
@@ -395,7 +395,7 @@ fn read_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The data directory's tablespace version directory name, `PG_<major>_<catversion>`.
-pub fn tablespace_version_dir(major: u32, catalog_version_no: u32) -> String {
+fn tablespace_version_dir(major: u32, catalog_version_no: u32) -> String {
     format!("PG_{major}_{catalog_version_no}")
 }
 

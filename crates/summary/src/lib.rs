@@ -9,15 +9,15 @@
 //!
 //! Files are little-endian, as every supported server writes them.
 
-pub mod block_ref_table;
+mod block_ref_table;
 pub mod directory;
-pub mod error;
+mod error;
 pub mod estimate;
-pub mod file;
-pub mod query;
-pub mod reader;
+mod file;
+mod query;
+mod reader;
 pub mod text;
-pub mod writer;
+mod writer;
 
 pub use block_ref_table::{BlockRefEntry, BlockRefKey, BlockRefTable, Chunk};
 pub use directory::{coverage, list_summaries, select_for_range, SummaryFileInfo};

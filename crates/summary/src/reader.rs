@@ -19,7 +19,7 @@ use crate::error::{Result, SummaryError};
 use crate::BLOCKREFTABLE_MAGIC;
 
 /// Size of a serialized entry header (`BlockRefTableSerializedEntry`).
-pub const ENTRY_HEADER_SIZE: usize = 24;
+const ENTRY_HEADER_SIZE: usize = 24;
 
 /// Reads one summary entry at a time, checking the CRC when the sentinel arrives.
 pub struct SummaryReader<R> {
@@ -36,7 +36,7 @@ pub struct SummaryReader<R> {
 /// the summary about six times the WAL it summarizes. Sixteen times, plus a megabyte for the
 /// header, sentinel and rounding, never refuses a real summary but does refuse, say, a
 /// multi-gigabyte file named as a summary of a few kilobytes of WAL.
-pub fn max_summary_len(start: Lsn, end: Lsn) -> u64 {
+fn max_summary_len(start: Lsn, end: Lsn) -> u64 {
     end.0
         .saturating_sub(start.0)
         .saturating_mul(16)

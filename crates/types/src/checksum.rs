@@ -160,7 +160,7 @@ impl Checksummer {
 }
 
 /// Lower-case hex encoding (`hex_encode` in write_manifest.c).
-pub fn hex_lower(bytes: &[u8]) -> String {
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
         // from_digit is lower-case and `Some` for every nibble.
@@ -171,7 +171,7 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// Decodes hex of either case; `None` on an odd length or a non-hex character.
-pub fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn hex_decode(text: &[u8]) -> Option<Vec<u8>> {
     if text.len() & 1 == 1 {
         return None;
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::bounded::{read_bounded, BoundedReadError, PG_CONTROL_LIMIT};
 
 /// Size of the `pg_control` file on disk.
-pub const PG_CONTROL_FILE_SIZE: usize = 8192;
+pub(crate) const PG_CONTROL_FILE_SIZE: usize = 8192;
 
 /// A geometry field of `pg_control` outside what any PostgreSQL build can have.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

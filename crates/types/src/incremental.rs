@@ -9,14 +9,14 @@
 use crate::control::{BlockSize, RelGeometry};
 
 /// `INCREMENTAL_MAGIC`.
-pub const INCREMENTAL_MAGIC: u32 = 0xD3AE_1F0D;
+const INCREMENTAL_MAGIC: u32 = 0xD3AE_1F0D;
 /// Name prefix of incremental files.
 pub const INCREMENTAL_PREFIX: &str = "INCREMENTAL.";
 /// `MaxBlockNumber`: the highest block number a relation fork can have (`InvalidBlockNumber`
 /// minus one), so also the highest length a truncation can leave it at.
-pub const MAX_BLOCK_NUMBER: u32 = 0xFFFF_FFFE;
+const MAX_BLOCK_NUMBER: u32 = 0xFFFF_FFFE;
 /// Bytes before the block list: magic, block count, truncation block length.
-pub const FIXED_HEADER_LEN: u64 = 12;
+const FIXED_HEADER_LEN: u64 = 12;
 
 /// The header of one incremental file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ fn fixed_words(data: &[u8]) -> Option<[u32; 3]> {
 /// `segno * RELSEG_SIZE + stored <= MaxBlockNumber`; anything larger (0xFFFFFFFF, say) cannot
 /// come from a server and is refused, as pg_combinebackup refuses every value above the
 /// segment size.
-pub fn clamp_truncation_length(
+fn clamp_truncation_length(
     stored: u32,
     geom: RelGeometry,
     segno: u32,
@@ -277,7 +277,7 @@ impl IncrementalHeader {
 }
 
 /// `GetIncrementalHeaderSize`: 12 + 4n bytes, rounded up to a multiple of BLCKSZ when n > 0.
-pub fn header_len(count: u32, blcksz: BlockSize) -> u64 {
+fn header_len(count: u32, blcksz: BlockSize) -> u64 {
     let raw = FIXED_HEADER_LEN + 4 * u64::from(count);
     let b = blcksz.as_u64();
     if count > 0 && !raw.is_multiple_of(b) {

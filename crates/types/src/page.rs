@@ -5,7 +5,7 @@
 //! a slice too short for what is asked yields `None` or `false`.
 
 /// Size of `PageHeaderData` up to the line pointer array (`SizeOfPageHeaderData`).
-pub const SIZE_OF_PAGE_HEADER: usize = 24;
+pub(crate) const SIZE_OF_PAGE_HEADER: usize = 24;
 
 /// `pd_flags`: there are unused line pointers (a hint).
 pub const PD_HAS_FREE_LINES: u16 = 0x0001;
@@ -16,9 +16,9 @@ pub const PD_PAGE_FULL: u16 = 0x0002;
 /// recovery or a backup produced.
 pub const PD_ALL_VISIBLE: u16 = 0x0004;
 /// The flag bits PostgreSQL defines (`PD_VALID_FLAG_BITS`).
-pub const PD_VALID_FLAG_BITS: u16 = 0x0007;
+const PD_VALID_FLAG_BITS: u16 = 0x0007;
 /// `PG_PAGE_LAYOUT_VERSION` of every release since 8.3.
-pub const PG_PAGE_LAYOUT_VERSION: u8 = 4;
+const PG_PAGE_LAYOUT_VERSION: u8 = 4;
 
 const PD_CHECKSUM: usize = 8;
 const PD_FLAGS: usize = 10;

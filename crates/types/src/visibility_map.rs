@@ -15,7 +15,7 @@ const HEAPBLOCKS_PER_BYTE: u32 = 4;
 /// The largest `BLCKSZ` PostgreSQL can be built with.
 const MAX_BLCKSZ: u32 = 32_768;
 /// Where the map starts: `MAXALIGN(SizeOfPageHeaderData)`, 24 on every 64-bit platform.
-pub const MAP_OFFSET: usize = SIZE_OF_PAGE_HEADER;
+const MAP_OFFSET: usize = SIZE_OF_PAGE_HEADER;
 
 /// Addressing within the visibility map of a cluster with block size `blcksz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl VmLayout {
     }
 
     /// `MAPSIZE`: bytes of map on one page.
-    pub fn map_size(self) -> u32 {
+    fn map_size(self) -> u32 {
         self.blcksz - MAP_OFFSET as u32
     }
 
