@@ -53,14 +53,8 @@ pub(crate) fn read_old_manifest(path: &Path) -> Result<(Vec<u8>, Manifest)> {
 }
 
 /// The range the server will take as `INCREMENTAL FROM`: the oldest one.
-fn earliest(ranges: &[WalRange]) -> WalRange {
-    let mut r = ranges[0];
-    for x in ranges {
-        if (x.tli, x.start) < (r.tli, r.start) {
-            r = *x;
-        }
-    }
-    r
+fn earliest(ranges: &[WalRange]) -> Option<WalRange> {
+    ranges.iter().copied().min_by_key(|r| (r.tli, r.start))
 }
 
 /// Server-side checks on an ordinary SQL session: version, `summarize_wal`, the summarizer's
@@ -89,7 +83,15 @@ pub(crate) async fn check_server(base: &Config, manifest_path: &Path, m: &Manife
             "wal_level is minimal: set wal_level = replica (restart needed), then take a full backup",
         ));
     }
-    let old = earliest(&m.wal_ranges);
+    let Some(old) = earliest(&m.wal_ranges) else {
+        return Err(BackupError::refused(
+            Refusal::PriorManifest,
+            format!(
+                "manifest \"{}\" lists no WAL ranges, so it cannot anchor an incremental backup",
+                manifest_path.display()
+            ),
+        ));
+    };
     match c
         .simple_query("SELECT summarized_lsn, summarizer_pid FROM pg_get_wal_summarizer_state()")
         .await

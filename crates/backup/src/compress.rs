@@ -136,7 +136,7 @@ impl Codec for Gzip {
             }
             let consumed = c.total_in() as usize;
             let st = c
-                .compress_vec(&data[consumed..], &mut out, flush)
+                .compress_vec(data.get(consumed..).unwrap_or_default(), &mut out, flush)
                 .map_err(|e| io::Error::other(format!("deflate: {e}")))?;
             let all_in = c.total_in() as usize == data.len();
             match st {
@@ -212,7 +212,7 @@ fn xxh32(data: &[u8], seed: u32) -> u32 {
             .rotate_left(13)
             .wrapping_mul(P1)
     };
-    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let word = |b: &[u8]| b.first_chunk::<4>().map_or(0, |w| u32::from_le_bytes(*w));
     let mut rest = data;
     let mut h = if data.len() >= 16 {
         let mut v = [
@@ -221,12 +221,13 @@ fn xxh32(data: &[u8], seed: u32) -> u32 {
             seed,
             seed.wrapping_sub(P1),
         ];
-        while rest.len() >= 16 {
-            for (i, v) in v.iter_mut().enumerate() {
-                *v = round(*v, word(&rest[i * 4..]));
+        let mut stripes = data.chunks_exact(16);
+        for stripe in &mut stripes {
+            for (v, lane) in v.iter_mut().zip(stripe.chunks_exact(4)) {
+                *v = round(*v, word(lane));
             }
-            rest = &rest[16..];
         }
+        rest = stripes.remainder();
         v[0].rotate_left(1)
             .wrapping_add(v[1].rotate_left(7))
             .wrapping_add(v[2].rotate_left(12))
@@ -235,14 +236,14 @@ fn xxh32(data: &[u8], seed: u32) -> u32 {
         seed.wrapping_add(P5)
     };
     h = h.wrapping_add(data.len() as u32);
-    while rest.len() >= 4 {
+    let mut words = rest.chunks_exact(4);
+    for w in &mut words {
         h = h
-            .wrapping_add(word(rest).wrapping_mul(P3))
+            .wrapping_add(word(w).wrapping_mul(P3))
             .rotate_left(17)
             .wrapping_mul(P4);
-        rest = &rest[4..];
     }
-    for &b in rest {
+    for &b in words.remainder() {
         h = h
             .wrapping_add(u32::from(b).wrapping_mul(P5))
             .rotate_left(11)
@@ -362,8 +363,9 @@ impl ArchiveOut for Parallel {
         self.len += data.len() as u64;
         while !data.is_empty() {
             let n = (self.block - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
+            let (head, rest) = data.split_at_checked(n).unwrap_or((data, &[]));
+            self.buf.extend_from_slice(head);
+            data = rest;
             if self.buf.len() == self.block {
                 self.submit(false)?;
             }

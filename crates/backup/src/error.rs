@@ -156,6 +156,8 @@ fn staging_disk_full(e: &pgincr_io::StagingError) -> bool {
     false
 }
 
+pub type Result<T, E = BackupError> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +186,3 @@ mod tests {
         ));
     }
 }
-
-pub type Result<T, E = BackupError> = std::result::Result<T, E>;

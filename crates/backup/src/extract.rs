@@ -70,11 +70,14 @@ impl Extractor {
             match self.state {
                 State::End => return Ok(()), // anything after the end blocks is ignored
                 State::Header => {
-                    let n = (BLOCK - self.hdr_len).min(data.len());
-                    self.hdr[self.hdr_len..self.hdr_len + n].copy_from_slice(&data[..n]);
+                    let (head, rest) = split_prefix(data, BLOCK - self.hdr_len);
+                    let n = head.len();
+                    if let Some(dst) = self.hdr.get_mut(self.hdr_len..self.hdr_len + n) {
+                        dst.copy_from_slice(head);
+                    }
                     self.hdr_len += n;
                     self.offset += n as u64;
-                    data = &data[n..];
+                    data = rest;
                     if self.hdr_len == BLOCK {
                         self.hdr_len = 0;
                         self.member()?;
@@ -82,13 +85,14 @@ impl Extractor {
                 }
                 State::Body { remaining, pad } => {
                     let n = remaining.min(data.len() as u64) as usize;
+                    let (body, rest) = split_prefix(data, n);
                     if let Some((f, p)) = self.file.as_mut() {
-                        f.write_all(&data[..n])
+                        f.write_all(body)
                             .map_err(|e| BackupError::io(p.as_path(), e))?;
                     }
                     self.bytes += n as u64;
                     self.offset += n as u64;
-                    data = &data[n..];
+                    data = rest;
                     let left = remaining - n as u64;
                     if left == 0 {
                         if let Some((f, p)) = self.file.take() {
@@ -111,7 +115,7 @@ impl Extractor {
                 State::Pad(p) => {
                     let n = p.min(data.len() as u64);
                     self.offset += n;
-                    data = &data[n as usize..];
+                    data = split_prefix(data, n as usize).1;
                     self.state = if p == n {
                         State::Header
                     } else {
@@ -233,6 +237,11 @@ impl Extractor {
             _ => Err(self.err("archive is truncated")),
         }
     }
+}
+
+/// `data` split after `n` bytes (all of it when shorter).
+fn split_prefix(data: &[u8], n: usize) -> (&[u8], &[u8]) {
+    data.split_at_checked(n).unwrap_or((data, &[]))
 }
 
 /// `pg_tblspc/<oid>`: the one place the server puts a symbolic link.

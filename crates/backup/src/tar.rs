@@ -25,15 +25,15 @@ pub struct Header {
 }
 
 fn cstr(field: &[u8]) -> &[u8] {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    &field[..end]
+    field.split(|&b| b == 0).next().unwrap_or(field)
 }
 
 /// Octal terminated by space or NUL, or GNU base-256 (first byte 0x80).
 fn number(field: &[u8]) -> Option<u64> {
     if field.first().is_some_and(|&b| b & 0x80 != 0) {
-        let mut v: u64 = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
+        let (&first, rest) = field.split_first()?;
+        let mut v: u64 = u64::from(first & 0x7f);
+        for &b in rest {
             v = v.checked_mul(256)?.checked_add(u64::from(b))?;
         }
         return Some(v);
@@ -123,10 +123,19 @@ pub fn normalise(name: &str) -> Result<String, String> {
 }
 
 fn put_octal(field: &mut [u8], v: u64) {
-    let width = field.len() - 1;
-    let s = format!("{v:0width$o}");
-    field[..width].copy_from_slice(&s.as_bytes()[s.len() - width..]);
-    field[width] = b' ';
+    let Some((last, digits)) = field.split_last_mut() else {
+        return;
+    };
+    let s = format!("{v:0width$o}", width = digits.len());
+    // The last `width` digits (the callers' values always fit).
+    let skip = s.len().saturating_sub(digits.len());
+    for (d, &c) in digits
+        .iter_mut()
+        .zip(s.as_bytes().get(skip..).unwrap_or_default())
+    {
+        *d = c;
+    }
+    *last = b' ';
 }
 
 /// A header like the server's `tarCreateHeader` for a regular file (mode 0600).
@@ -135,7 +144,9 @@ pub fn file_header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK], Str
         return Err(format!("file name too long for tar format: \"{name}\""));
     }
     let mut h = [0u8; BLOCK];
-    h[..name.len()].copy_from_slice(name.as_bytes());
+    for (d, &c) in h.iter_mut().zip(name.as_bytes()) {
+        *d = c;
+    }
     put_octal(&mut h[100..108], 0o600);
     put_octal(&mut h[108..116], 0);
     put_octal(&mut h[116..124], 0);

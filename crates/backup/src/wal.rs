@@ -87,13 +87,14 @@ impl Segments {
                 self.cur = Some((segno, f, path));
             }
             let n = ((self.seg_size - off) as usize).min(data.len());
+            let (now, rest) = data.split_at_checked(n).unwrap_or((data, &[]));
             if let Some((_, f, path)) = self.cur.as_ref() {
-                f.write_all_at(&data[..n], off)
+                f.write_all_at(now, off)
                     .map_err(|e| BackupError::io(path.as_path(), e))?;
             }
             self.written = Lsn(self.written.0 + n as u64);
             self.stats.bytes += n as u64;
-            data = &data[n..];
+            data = rest;
             if off + n as u64 == self.seg_size {
                 self.complete()?;
             }

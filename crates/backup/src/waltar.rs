@@ -58,7 +58,7 @@ pub(crate) fn write(
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
             let n = src
-                .read(&mut buf[..want])
+                .read(buf.get_mut(..want).unwrap_or_default())
                 .map_err(|e| BackupError::io(&p, e))?;
             if n == 0 {
                 return Err(BackupError::Other(format!(
@@ -66,7 +66,7 @@ pub(crate) fn write(
                     p.display()
                 )));
             }
-            out.write(&buf[..n]).map_err(io)?;
+            out.write(buf.get(..n).unwrap_or_default()).map_err(io)?;
             left -= n as u64;
         }
         out.write(&vec![0u8; tar::padding(meta.len()) as usize])

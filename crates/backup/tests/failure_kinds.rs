@@ -3,6 +3,15 @@
 //! WAL summaries that no longer reach back to the prior backup (take a full backup instead),
 //! a prior manifest from another cluster (never mix them), and a server that cannot be reached.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_backup::{BackupOptions, Failure};
 use pgincr_protocol::Config;
 use pgincr_testkit::{scratch, Cluster, Major};

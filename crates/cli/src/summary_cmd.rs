@@ -183,19 +183,17 @@ impl JsonEntry {
         let blocks = if individual {
             sorted.iter().map(|&b| b.into()).collect()
         } else {
-            let mut runs = Vec::new();
-            let mut i = 0;
-            while i < sorted.len() {
-                let start = sorted[i];
-                let mut end = start;
-                i += 1;
-                while i < sorted.len() && sorted[i] == end.wrapping_add(1) {
-                    end = sorted[i];
-                    i += 1;
+            // Consecutive blocks as [first, last] runs.
+            let mut runs: Vec<(u32, u32)> = Vec::new();
+            for &b in &sorted {
+                match runs.last_mut() {
+                    Some((_, end)) if b == end.wrapping_add(1) => *end = b,
+                    _ => runs.push((b, b)),
                 }
-                runs.push(serde_json::json!([start, end]));
             }
-            runs
+            runs.into_iter()
+                .map(|(start, end)| serde_json::json!([start, end]))
+                .collect()
         };
         JsonEntry {
             tablespace: key.rlocator.spc_oid,
@@ -515,6 +513,6 @@ fn bytes(n: u64) -> String {
     if u == 0 {
         format!("{n} bytes")
     } else {
-        format!("{v:.1} {} ({n} bytes)", UNITS[u])
+        format!("{v:.1} {} ({n} bytes)", UNITS.get(u).unwrap_or(&"TB"))
     }
 }

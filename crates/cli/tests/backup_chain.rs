@@ -2,6 +2,15 @@
 //! verified by pg_verifybackup, combined by upstream pg_combinebackup, started, and compared
 //! with the source's data; mixed chains with upstream pg_basebackup in both directions.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,6 +1,15 @@
 //! Failure paths of `pgincr backup`: each refusal explains itself, and a failed or cancelled
 //! run leaves nothing that looks like a backup while the server side ends cleanly.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -193,7 +202,7 @@ fn failures(major: Major) {
         "SELECT count(*) > 0 FROM pg_replication_slots WHERE temporary",
     );
     // SAFETY: sending a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    signal(child.id(), libc::SIGINT);
     let o = child.wait_with_output().unwrap();
     assert!(!o.status.success());
     assert!(
@@ -217,7 +226,7 @@ fn failures(major: Major) {
         "{e}"
     );
     // SAFETY: sending a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(child.id(), libc::SIGTERM);
     let o = child.wait_with_output().unwrap();
     assert_eq!(
         o.status.code(),
@@ -281,7 +290,7 @@ fn failures(major: Major) {
     );
     let asked = Instant::now();
     // SAFETY: sending a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    signal(child.id(), libc::SIGINT);
     let o = child.wait_with_output().unwrap();
     assert!(
         asked.elapsed() < Duration::from_secs(5),
@@ -347,4 +356,11 @@ fn refuses_a_prior_manifest_that_is_not_a_file() {
         );
     }
     only(d.path(), &["backup_manifest"]);
+}
+
+/// Sends `sig` to our child process `pid`.
+#[allow(unsafe_code)] // kill(2)
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes a process id and a signal number; nothing else is touched.
+    unsafe { libc::kill(pid as i32, sig) };
 }

@@ -6,6 +6,15 @@
 //! on it has the table as it was at the last backup; a tar backup has the same archives and
 //! members as `pg_basebackup -F t`, and passes pg_verifybackup where it reads tar (18).
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;

@@ -2,6 +2,15 @@
 //! standard tools, pg_verifybackup accepts them (tar directly on 18, where this build supports
 //! it; extracted on both), and the extracted chain combines and restores the source's data.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;

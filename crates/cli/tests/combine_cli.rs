@@ -1,6 +1,15 @@
 //! `pgincr combine` from the command line: pg_combinebackup's flags, --json, --dry-run,
 //! --progress, exit codes and error messages, on a small real PostgreSQL 18 chain.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_testkit::{output, run, scratch, Cluster, Major};
 use std::path::Path;
 use std::process::Command;

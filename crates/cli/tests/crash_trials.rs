@@ -12,6 +12,15 @@
 //! twice would double the two minutes this test is allowed. `scripts/crash-trials` runs more
 //! trials (`PGINCR_CRASH_TRIALS`, default 20 per tool) on a chosen major (`PGINCR_CRASH_MAJOR`).
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

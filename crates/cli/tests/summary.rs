@@ -2,6 +2,15 @@
 //! without `-i`, also up to the error on a corrupt file), on kept real files and on files a
 //! PostgreSQL 17 / 18 workload produces; `list`, `blocks` and `estimate` run on the same data.
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -4,6 +4,15 @@
 //! says so (exit 1, one line per bit, a summary); pgincr's default combine repairs them (its
 //! `--json` report counts them) and the check passes (exit 0).
 
+// Test code: a failing unwrap, expect, panic or index is a failing test. clippy.toml's
+// allow-*-in-tests covers #[test] functions but not an integration test's helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use pgincr_testkit::{output, scratch, Cluster, Major};
 use std::process::Command;
 

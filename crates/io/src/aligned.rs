@@ -1,65 +1,47 @@
 //! A zero-initialised heap buffer whose address is aligned for direct I/O.
 
-use std::alloc::{self, Layout};
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 
 /// Alignment of buffers, offsets and lengths used for direct I/O. 4 KiB satisfies every
 /// logical block size Linux file systems ask for (512 or 4096 bytes).
 pub const ALIGN: usize = 4096;
 
 /// A fixed-size, zero-filled buffer aligned to [`ALIGN`].
+///
+/// An ordinary vector one alignment unit longer than asked, of which the buffer is the
+/// aligned window: no allocator calls of our own and no `unsafe`, for at most 4 KiB more
+/// memory per buffer (the combine keeps one 1 MiB buffer per worker).
 pub struct AlignedBuf {
-    ptr: NonNull<u8>,
+    bytes: Vec<u8>,
+    start: usize,
     len: usize,
 }
-
-// SAFETY: the buffer is uniquely owned plain memory.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only reads.
-unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// A buffer of `len` bytes (rounded up to a multiple of [`ALIGN`], at least one).
     pub fn new(len: usize) -> AlignedBuf {
         let len = len.max(1).div_ceil(ALIGN) * ALIGN;
-        let layout = Self::layout(len);
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
-        };
-        AlignedBuf { ptr, len }
-    }
-
-    fn layout(len: usize) -> Layout {
-        match Layout::from_size_align(len, ALIGN) {
-            Ok(l) => l,
-            // Only reachable for sizes near isize::MAX, which no caller asks for.
-            Err(_) => panic!("buffer of {len} bytes is too large"),
-        }
+        let bytes = vec![0u8; len + ALIGN];
+        // `align_offset` of a byte pointer is always below ALIGN; the fallback is unreachable
+        // but keeps the window inside the vector whatever it returns.
+        let start = bytes.as_ptr().align_offset(ALIGN).min(ALIGN);
+        AlignedBuf { bytes, start, len }
     }
 }
 
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `len` initialised bytes owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        self.bytes
+            .get(self.start..self.start + self.len)
+            .unwrap_or_default()
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and `&mut self` guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with the same layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+        let (start, end) = (self.start, self.start + self.len);
+        self.bytes.get_mut(start..end).unwrap_or_default()
     }
 }
 

@@ -15,6 +15,7 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// Asks the kernel to start writing `file` back without waiting (`sync_file_range` with
 /// `SYNC_FILE_RANGE_WRITE`, what PostgreSQL's pre-sync pass does), so that a later fsync
 /// mostly finds clean pages. Best effort: only the fsync guarantees anything.
+#[allow(unsafe_code)] // sync_file_range(2)
 pub fn start_writeback(file: &File) {
     // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
     unsafe {
@@ -34,8 +35,7 @@ pub fn fsync_tree(root: &Path, threads: usize) -> Result<(), (PathBuf, io::Error
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     let mut i = 0;
-    while i < dirs.len() {
-        let dir = dirs[i].clone();
+    while let Some(dir) = dirs.get(i).cloned() {
         i += 1;
         for e in fs::read_dir(&dir).map_err(|e| (dir.clone(), e))? {
             let e = e.map_err(|e| (dir.clone(), e))?;

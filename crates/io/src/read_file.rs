@@ -80,6 +80,7 @@ impl ReadFile {
 
     /// Whether every page of the range is in the page cache (`cachestat(2)`, Linux 6.5+).
     /// Where the call is missing, says yes, so reads stay buffered as before.
+    #[allow(unsafe_code)] // cachestat(2), which libc does not wrap yet
     fn is_cached(&self, offset: u64, len: u64) -> bool {
         #[repr(C)]
         struct Range {
@@ -145,6 +146,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // posix_fadvise(2)
     fn uncached_ranges_read_direct() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");

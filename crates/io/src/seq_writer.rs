@@ -100,11 +100,15 @@ impl SeqWriter {
         }
         while !data.is_empty() {
             let stage = self.stage.get_or_insert_with(|| AlignedBuf::new(STAGE));
-            let n = data.len().min(stage.len() - self.staged);
-            stage[self.staged..self.staged + n].copy_from_slice(&data[..n]);
+            let free = stage.get_mut(self.staged..).unwrap_or_default();
+            let n = data.len().min(free.len());
+            let (head, rest) = data.split_at(n);
+            if let Some(dst) = free.get_mut(..n) {
+                dst.copy_from_slice(head);
+            }
             self.staged += n;
-            data = &data[n..];
-            if self.staged == STAGE {
+            data = rest;
+            if self.staged >= STAGE || n == 0 {
                 self.flush_stage()?;
             }
         }
@@ -114,6 +118,7 @@ impl SeqWriter {
     /// Appends `len` bytes of `src` from `offset` with `copy_file_range`, which lets the file
     /// system share or copy the extents itself. Direct I/O is given up for the rest of the
     /// file. Returns the number of bytes copied, short only if `src` ends early.
+    #[allow(unsafe_code)] // copy_file_range(2)
     pub fn copy_range(&mut self, src: &File, offset: u64, len: u64) -> io::Result<u64> {
         self.flush_stage()?;
         self.set_buffered()?;
@@ -162,11 +167,12 @@ impl SeqWriter {
             return Ok(());
         };
         let aligned = n / ALIGN * ALIGN;
-        let mut r = self.write_direct(&stage[..aligned]);
+        let mut r = self.write_direct(stage.get(..aligned).unwrap_or_default());
         if r.is_ok() && aligned < n {
+            let tail = stage.get(aligned..n).unwrap_or_default();
             r = self
                 .set_buffered()
-                .and_then(|()| self.file.write_all(&stage[aligned..n]));
+                .and_then(|()| self.file.write_all(tail));
             self.written += (n - aligned) as u64;
         }
         self.stage = Some(stage);
@@ -178,11 +184,12 @@ impl SeqWriter {
     fn write_direct(&mut self, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
         while done < data.len() {
+            let rest = data.get(done..).unwrap_or_default();
             if !self.direct {
-                self.file.write_all(&data[done..])?;
+                self.file.write_all(rest)?;
                 break;
             }
-            match self.file.write(&data[done..]) {
+            match self.file.write(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
@@ -201,6 +208,7 @@ impl SeqWriter {
     }
 
     /// Clears `O_DIRECT` on the open file.
+    #[allow(unsafe_code)] // fcntl(2)
     fn set_buffered(&mut self) -> io::Result<()> {
         if !self.direct {
             return Ok(());

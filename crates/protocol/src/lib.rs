@@ -29,9 +29,7 @@ pub use connection::{CancelToken, Connection, NoticeHandler, ResultSet};
 pub use conninfo::{Config, Resolved, Secret, SslMode};
 pub use error::{DbError, Error, Result};
 pub use message::Column;
-pub use replication::{
-    parse_wal_segment_size, quote_ident, quote_literal, replication_config, SystemInfo,
-};
+pub use replication::{parse_wal_segment_size, replication_config, SystemInfo};
 pub use walstream::{WalEvent, WalStream};
 
 /// The decoders of bytes received from a server, without a connection, for the fuzz targets

@@ -33,7 +33,7 @@ pub fn replication_config(base: &Config, app: &str) -> Config {
 
 /// Quotes a slot name as a replication-grammar identifier. The replication scanner has no
 /// escape for `"`, so such names are refused.
-pub fn quote_ident(name: &str) -> Result<String> {
+pub(crate) fn quote_ident(name: &str) -> Result<String> {
     if name.is_empty() || name.contains('"') || name.contains('\0') {
         return Err(Error::Config(format!(
             "invalid replication slot name \"{name}\": it must be non-empty and contain no double quote"
@@ -43,7 +43,7 @@ pub fn quote_ident(name: &str) -> Result<String> {
 }
 
 /// Quotes a string for the replication grammar: `'` doubled, no backslash processing.
-pub fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

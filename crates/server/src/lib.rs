@@ -7,7 +7,7 @@
 //!   directory, else `PATH`, else `pg_config --bindir`, each checked with `postgres --version`.
 //! - **initdb** ([`Installation::initdb`], [`InitdbOptions`]): checksums, authentication, extra
 //!   arguments.
-//! - **Running a server** ([`Installation::start`] → [`Server`]): a given or [`free_port`], a
+//! - **Running a server** ([`Installation::start`] → [`Server`]): a given or free port, a
 //!   Unix-socket directory, `-c` settings, a log file; waiting until it accepts connections,
 //!   for the end of recovery ([`Server::wait_recovery_end`]), promotion, and smart, fast or
 //!   immediate stops, each bounded by a timeout. A dropped [`Server`] is stopped.
@@ -48,7 +48,6 @@ mod version;
 pub use account::{running_as_root, Account, RunAs};
 pub use error::{Error, Result};
 pub use install::Installation;
-pub use log::{tail, LogTail, TAIL_LINES};
-pub use port::{free_port, PORT_RANGE};
+pub use log::{tail, LogTail};
 pub use server::{InitdbOptions, RecoveryEnd, Server, StartOptions, StopMode};
-pub use version::{parse_version, Major, Version};
+pub use version::{Major, Version};

@@ -5,10 +5,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// How many lines of the server log an error carries.
-pub const TAIL_LINES: usize = 30;
+pub(crate) const TAIL_LINES: usize = 30;
 
 /// A log can be large (a long-running restore drill logs every checkpoint); only this much of
-/// its end is read, which holds far more than [`TAIL_LINES`] lines of any real log.
+/// its end is read, which holds far more than `TAIL_LINES` lines of any real log.
 const TAIL_BYTES: u64 = 64 * 1024;
 
 /// The last lines of a server log, as carried by errors and shown by their `Display`.

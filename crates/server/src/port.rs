@@ -16,11 +16,11 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 
 /// The ports [`free_port`] hands out.
-pub const PORT_RANGE: (u16, u16) = (20000, 32767);
+const PORT_RANGE: (u16, u16) = (20000, 32767);
 
 /// A port of [`PORT_RANGE`] on which nothing listens on 127.0.0.1 (nor on ::1, where IPv6 is
 /// there) and that this process has not handed out recently.
-pub fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     static CURSOR: OnceLock<AtomicU32> = OnceLock::new();
     let cursor = CURSOR.get_or_init(|| AtomicU32::new(random_u32()));
     pick(

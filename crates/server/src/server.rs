@@ -70,7 +70,7 @@ impl Default for InitdbOptions {
 /// Options of [`Installation::start`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartOptions {
-    /// The TCP port; `None` takes a [`free_port`], and another one if postgres could not bind
+    /// The TCP port; `None` takes a free one, and another one if postgres could not bind
     /// it (another program was quicker).
     pub port: Option<u16>,
     /// Where postgres puts its Unix socket (`-k`), and where [`Server::psql`] connects. A

@@ -53,7 +53,7 @@ impl fmt::Display for Version {
 /// Parses the output of `postgres --version` (or `pg_config --version`, `psql --version`):
 /// `postgres (PostgreSQL) 17.10`, possibly followed by a packager's note such as
 /// `(Debian 17.2-1.pgdg120+1)`. Returns `None` when there is no version word.
-pub fn parse_version(output: &str) -> Option<Version> {
+pub(crate) fn parse_version(output: &str) -> Option<Version> {
     let line = output.lines().next()?;
     // The version follows "(PostgreSQL) " in every build; fall back to the first word that
     // starts with a digit for forks that rename the product.

@@ -165,7 +165,11 @@ impl<R: Read> SummaryReader<R> {
         for u in usage {
             buf.resize(usize::from(u) * 2, 0);
             self.read_exact(&mut buf, "chunk data")?;
-            let words = buf.as_chunks::<2>().0.iter().map(|p| u16::from_le_bytes(*p));
+            let words = buf
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .map(|p| u16::from_le_bytes(*p));
             chunks.push(if u == MAX_ENTRIES_PER_CHUNK {
                 let mut bitmap = Box::new([0u16; MAX_ENTRIES_PER_CHUNK as usize]);
                 for (slot, w) in bitmap.iter_mut().zip(words) {

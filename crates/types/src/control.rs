@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::bounded::{read_bounded, BoundedReadError, PG_CONTROL_LIMIT};
 
 /// Size of the `pg_control` file on disk.
-pub(crate) const PG_CONTROL_FILE_SIZE: usize = 8192;
+pub const PG_CONTROL_FILE_SIZE: usize = 8192;
 
 /// A geometry field of `pg_control` outside what any PostgreSQL build can have.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -238,8 +238,9 @@ impl ControlFile {
                 .map(|b| u32::from_le_bytes(*b))
                 .ok_or_else(too_short)
         };
-        let u64_at =
-            |off: usize| Ok::<_, ControlFileError>(u64::from(u32_at(off)?) | (u64::from(u32_at(off + 4)?) << 32));
+        let u64_at = |off: usize| {
+            Ok::<_, ControlFileError>(u64::from(u32_at(off)?) | (u64::from(u32_at(off + 4)?) << 32))
+        };
         let version = u32_at(8)?;
         // PG 18 added `default_char_signedness`, which moved the CRC by 4 bytes.
         let crc_offset = match version {

@@ -73,7 +73,10 @@ pub fn line_pointer(page: &[u8], offnum: u16) -> Option<LinePointer> {
 /// VACUUM FULL all mean the tuple is not frozen.
 fn tuple_needs_freeze(tup: &[u8]) -> Option<bool> {
     let u32_at = |off: usize| -> Option<u32> {
-        tup.get(off..)?.first_chunk().copied().map(u32::from_le_bytes)
+        tup.get(off..)?
+            .first_chunk()
+            .copied()
+            .map(u32::from_le_bytes)
     };
     let infomask = u16::from_le_bytes(*tup.get(20..)?.first_chunk()?);
     let xmin = u32_at(0)?;

@@ -28,11 +28,17 @@ const PD_SPECIAL: usize = 16;
 const PD_PAGESIZE_VERSION: usize = 18;
 
 fn u16_at(page: &[u8], off: usize) -> Option<u16> {
-    page.get(off..)?.first_chunk().copied().map(u16::from_le_bytes)
+    page.get(off..)?
+        .first_chunk()
+        .copied()
+        .map(u16::from_le_bytes)
 }
 
 fn u32_at(page: &[u8], off: usize) -> Option<u32> {
-    page.get(off..)?.first_chunk().copied().map(u32::from_le_bytes)
+    page.get(off..)?
+        .first_chunk()
+        .copied()
+        .map(u32::from_le_bytes)
 }
 
 /// `pd_lsn`: the LSN of the last WAL record that changed the page (stored as two `uint32`

@@ -84,7 +84,9 @@ pub fn parse(text: &[u8]) -> Result<Vec<TablespaceMapEntry>, TablespaceMapError>
 /// `<oid> <path>` with a non-empty path (which may itself start with spaces).
 fn parse_line(line: &[u8]) -> Option<TablespaceMapEntry> {
     let mut fields = line.splitn(2, |&b| b == b' ');
-    let oid = std::str::from_utf8(fields.next()?).ok().and_then(parse_oid)?;
+    let oid = std::str::from_utf8(fields.next()?)
+        .ok()
+        .and_then(parse_oid)?;
     let path = fields.next()?;
     if path.is_empty() {
         return None;

@@ -6,6 +6,6 @@
 //! of `pg_verifybackup` and beyond will live here too, so that the rotation and restore drills
 //! call the same code as the command.
 
-pub mod vm_check;
+mod vm_check;
 
 pub use vm_check::{check_vm, StaleBit, StaleKind, VmCheckError, VmCheckReport};

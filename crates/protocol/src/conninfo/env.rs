@@ -22,7 +22,7 @@ const ENV: &[(&str, &str)] = &[
 
 impl Config {
     /// Fills unset fields from the environment (`PGHOST`, `PGPORT`, ...), read through `env`.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+    pub(crate) fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
         for (key, var) in ENV {
             let Some(val) = env(var).filter(|v| !v.is_empty()) else {
                 continue;

@@ -147,7 +147,7 @@ impl Config {
     }
 
     /// Applies the settings of a connection string on top of this one.
-    pub fn merge_conninfo(&mut self, s: &str) -> Result<()> {
+    pub(crate) fn merge_conninfo(&mut self, s: &str) -> Result<()> {
         if s.starts_with("postgresql://") || s.starts_with("postgres://") {
             return uri::parse_uri(self, s);
         }

@@ -2,8 +2,8 @@
 //! as the server and `pg_combinebackup` write it.
 //!
 //! The reader streams: it never holds the manifest text, only the parsed entries, and every
-//! token it buffers is capped at `MAX_TOKEN_LEN` (64 KiB). The manifest checksum is verified the way
-//! PostgreSQL does it, by position rather than by key: SHA-256 over every byte up to and
+//! token it buffers is capped at `MAX_TOKEN_LEN` (64 KiB). The manifest checksum is verified the
+//! way PostgreSQL does it, by position rather than by key: SHA-256 over every byte up to and
 //! including the penultimate newline of the file (format reference 9.3). The streaming hash keeps
 //! the states at the last two newlines so that no text needs to be kept.
 
