@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pgincr_protocol::{
-    replication_config, BackupEvent, BaseBackupOptions, Connection, TablespaceInfo,
-};
+use pgincr_protocol::{replication_config, BackupEvent, BaseBackupOptions, Connection};
 use pgincr_types::{Lsn, TimeLineId};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -109,6 +107,9 @@ struct Tasks {
     streamer: Option<tokio::task::JoinHandle<Result<WalStats>>>,
 }
 
+/// One backup, in the order the protocol dictates: connect and check (before this point
+/// nothing on the server needs cancelling), stream `BASE_BACKUP` into the sink, wait for the
+/// WAL the backup needs, pack it for tar output, and report.
 async fn run_in(
     opts: &BackupOptions,
     mut cancel: CancelSignal,
@@ -118,58 +119,39 @@ async fn run_in(
 ) -> Result<BackupSummary> {
     // Until BASE_BACKUP runs there is nothing on the server to cancel: Ctrl-C just drops the
     // connections.
-    let Session {
-        mut conn,
-        repl,
-        old,
-        seg_size,
-        sys,
-    } = or_cancelled(&mut cancel, open_session(opts)).await?;
-    let cancel_token = conn.cancel_token();
-    let bb = BaseBackupOptions {
-        incremental: old.is_some(),
-        label: Some(opts.label.clone()),
-        progress: opts.progress.is_some(),
-        checkpoint: Some(opts.checkpoint),
-        wal: opts.wal == WalMethod::Fetch,
-        wait: (opts.wal != WalMethod::None).then_some(false),
-        manifest: true,
-        manifest_checksums: opts.manifest_checksums.clone(),
-        tablespace_map: opts.format == Format::Tar,
-        max_rate: opts.max_rate,
-        verify_checksums: None,
-    };
+    let session = or_cancelled(&mut cancel, open_session(opts)).await?;
     let threads = match opts.threads {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         n => n,
     };
-    let link_map = opts
-        .tablespace_mapping
-        .iter()
-        .map(|(o, n)| (o.display().to_string(), n.display().to_string()))
-        .collect();
-    let mut sink = Sink::new(SinkSetup {
-        format: opts.format,
-        dir: staging.dir().to_path_buf(),
-        link_map,
-        compression: opts.compression,
-        threads,
-        direct: opts.direct_io,
-    });
-    let (end_tx, end_rx) = watch::channel(None);
     let wal_dir = match opts.format {
         Format::Plain => staging.dir().join("pg_wal"),
         Format::Tar => staging.dir().join(".pgincr-wal"),
     };
+    let mut conn = session.conn;
+    let cancel_token = conn.cancel_token();
+    let bb = base_backup_options(opts, session.old.is_some());
     let mut stream = conn.base_backup(&bb).await?;
-    let (mut start, mut end) = (None, None);
-    let mut tablespaces: Vec<TablespaceInfo> = Vec::new();
-    // Where each absolutely located tablespace is written until commit.
-    let mut ts_roots: Vec<(String, PathBuf)> = Vec::new();
-    let mut total: Option<u64> = None;
-    let mut received: u64 = 0;
+    let (end_tx, end_rx) = watch::channel(None);
+    let mut rx = Receive {
+        opts,
+        sink: new_sink(opts, staging, threads),
+        wal: WalPlan {
+            repl: &session.repl,
+            system_identifier: session.sys.system_identifier,
+            seg_size: session.seg_size,
+            dir: &wal_dir,
+            end: end_rx,
+        },
+        end_tx,
+        start: None,
+        end: None,
+        ts_roots: Vec::new(),
+        total: None,
+        received: 0,
+    };
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
@@ -181,27 +163,124 @@ async fn run_in(
             }
         };
         let Some(ev) = ev? else { break };
+        rx.event(ev, staging, tasks)?;
+    }
+    drop(stream);
+    let stats = rx.sink.finish()?;
+    let (Some((start_lsn, start_tli)), Some((end_lsn, _end_tli))) = (rx.start, rx.end) else {
+        return Err(BackupError::Other(
+            "the server did not report the backup's start and end".into(),
+        ));
+    };
+    let wal_bytes = wait_for_wal(tasks, &mut cancel).await?;
+    let _ = conn.close().await;
+    if opts.format == Format::Tar && opts.wal == WalMethod::Stream {
+        pack_streamed_wal(opts, staging, &wal_dir, threads).await?;
+    }
+    Ok(BackupSummary {
+        directory: opts.target.clone(),
+        format: match opts.format {
+            Format::Plain => "plain",
+            Format::Tar => "tar",
+        },
+        incremental: session.old.is_some(),
+        system_identifier: session.sys.system_identifier.to_string(),
+        start_lsn,
+        end_lsn,
+        timeline: start_tli,
+        bytes: rx.received,
+        files: stats.files,
+        wal_bytes_streamed: wal_bytes,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        warnings: Vec::new(),
+    })
+}
+
+/// The `BASE_BACKUP` options for these backup options.
+fn base_backup_options(opts: &BackupOptions, incremental: bool) -> BaseBackupOptions {
+    BaseBackupOptions {
+        incremental,
+        label: Some(opts.label.clone()),
+        progress: opts.progress.is_some(),
+        checkpoint: Some(opts.checkpoint),
+        wal: opts.wal == WalMethod::Fetch,
+        wait: (opts.wal != WalMethod::None).then_some(false),
+        manifest: true,
+        manifest_checksums: opts.manifest_checksums.clone(),
+        tablespace_map: opts.format == Format::Tar,
+        max_rate: opts.max_rate,
+        verify_checksums: None,
+    }
+}
+
+/// Where the archives go: extracted into the staging directory (plain) or written as
+/// (compressed) archives there (tar).
+fn new_sink(opts: &BackupOptions, staging: &Staging, threads: usize) -> Sink {
+    let link_map = opts
+        .tablespace_mapping
+        .iter()
+        .map(|(o, n)| (o.display().to_string(), n.display().to_string()))
+        .collect();
+    Sink::new(SinkSetup {
+        format: opts.format,
+        dir: staging.dir().to_path_buf(),
+        link_map,
+        compression: opts.compression,
+        threads,
+        direct: opts.direct_io,
+    })
+}
+
+/// What the WAL streamer needs once the backup's start is known.
+struct WalPlan<'a> {
+    repl: &'a pgincr_protocol::Config,
+    system_identifier: u64,
+    seg_size: u64,
+    dir: &'a Path,
+    /// The backup's end LSN, once the server reports it: where streaming may stop.
+    end: watch::Receiver<Option<Lsn>>,
+}
+
+/// The state of receiving one `BASE_BACKUP` stream.
+struct Receive<'a> {
+    opts: &'a BackupOptions,
+    sink: Sink,
+    wal: WalPlan<'a>,
+    end_tx: watch::Sender<Option<Lsn>>,
+    start: Option<(Lsn, TimeLineId)>,
+    end: Option<(Lsn, TimeLineId)>,
+    /// Where each absolutely located tablespace is written until commit.
+    ts_roots: Vec<(String, PathBuf)>,
+    /// Bytes the server announced, for progress.
+    total: Option<u64>,
+    received: u64,
+}
+
+impl Receive<'_> {
+    fn event(&mut self, ev: BackupEvent, staging: &mut Staging, tasks: &mut Tasks) -> Result<()> {
+        let opts = self.opts;
         match ev {
             BackupEvent::Start { lsn, tli } => {
-                start = Some((lsn, tli));
+                self.start = Some((lsn, tli));
                 tracing::info!("backup started at {lsn} on timeline {tli}");
                 if opts.wal == WalMethod::Stream {
                     let setup = WalSetup {
-                        conn: repl.clone(),
-                        system_identifier: sys.system_identifier,
+                        conn: self.wal.repl.clone(),
+                        system_identifier: self.wal.system_identifier,
                         start: lsn,
                         tli,
-                        seg_size,
-                        dir: wal_dir.clone(),
+                        seg_size: self.wal.seg_size,
+                        dir: self.wal.dir.to_path_buf(),
                         slot: opts.slot.clone(),
                         create_slot: opts.create_slot,
                         no_sync: opts.no_sync,
                     };
-                    tasks.streamer = Some(tokio::spawn(wal::stream(setup, end_rx.clone())));
+                    let end = self.wal.end.clone();
+                    tasks.streamer = Some(tokio::spawn(wal::stream(setup, end)));
                 }
             }
             BackupEvent::Tablespaces(list) => {
-                total = opts
+                self.total = opts
                     .progress
                     .as_ref()
                     .map(|_| list.iter().filter_map(|t| t.size_kb).sum::<u64>() * 1024);
@@ -209,87 +288,70 @@ async fn run_in(
                     for t in &list {
                         if let (Some(_), Some(loc)) = (t.oid, &t.location) {
                             if let Some(root) = prepare_tablespace(opts, staging, loc)? {
-                                ts_roots.push((loc.clone(), root));
+                                self.ts_roots.push((loc.clone(), root));
                             }
                         }
                     }
                 }
-                tablespaces = list;
             }
             BackupEvent::ArchiveStart { name, location } => {
                 let root = match (&location, opts.format) {
                     (Some(loc), Format::Plain) => {
-                        Some(tablespace_root(&ts_roots, staging.dir(), loc))
+                        Some(tablespace_root(&self.ts_roots, staging.dir(), loc))
                     }
                     _ => None,
                 };
-                sink.archive(name, root)?;
+                self.sink.archive(name, root)?;
             }
             BackupEvent::ArchiveData(b) => {
-                received += b.len() as u64;
+                self.received += b.len() as u64;
                 if let Some(p) = &opts.progress {
-                    p(received, total);
+                    p(self.received, self.total);
                 }
-                sink.data(&b)?;
+                self.sink.data(&b)?;
             }
-            BackupEvent::Progress(_) => {}
-            BackupEvent::ManifestStart => {}
-            BackupEvent::ManifestData(b) => {
-                sink.manifest(&b)?;
-            }
+            BackupEvent::Progress(_) | BackupEvent::ManifestStart => {}
+            BackupEvent::ManifestData(b) => self.sink.manifest(&b)?,
             BackupEvent::End { lsn, tli } => {
-                end = Some((lsn, tli));
-                let _ = end_tx.send(Some(lsn));
+                self.end = Some((lsn, tli));
+                let _ = self.end_tx.send(Some(lsn));
             }
         }
+        Ok(())
     }
-    drop(stream);
-    let stats = sink.finish()?;
-    let (Some((start_lsn, start_tli)), Some((end_lsn, _end_tli))) = (start, end) else {
-        return Err(BackupError::Other(
-            "the server did not report the backup's start and end".into(),
-        ));
+}
+
+/// Waits for the WAL streamer to receive everything up to the backup's end. The server's
+/// backup is over, but this can still be interrupted (the unfinished task stays in `tasks`,
+/// so that `run` stops it). Returns the bytes streamed.
+async fn wait_for_wal(tasks: &mut Tasks, cancel: &mut CancelSignal) -> Result<u64> {
+    let Some(h) = tasks.streamer.as_mut() else {
+        return Ok(0);
     };
-    let mut wal_bytes = 0;
-    if let Some(h) = tasks.streamer.as_mut() {
-        // The server's backup is over; waiting for the last WAL can still be interrupted (the
-        // unfinished task stays in `tasks`, so that `run` stops it).
-        let joined = tokio::select! {
-            j = h => j,
-            _ = cancelled(&mut cancel) => return Err(BackupError::Cancelled),
-        };
-        tasks.streamer = None;
-        wal_bytes = joined
-            .map_err(|e| BackupError::Other(format!("WAL streamer: {e}")))??
-            .bytes;
-    }
-    let _ = conn.close().await;
-    if opts.format == Format::Tar && opts.wal == WalMethod::Stream {
-        let gzip = opts.compression.filter(|c| c.algorithm == Algorithm::Gzip);
-        let dir = staging.dir().to_path_buf();
-        let wd = wal_dir.clone();
-        tokio::task::spawn_blocking(move || crate::waltar::write(&wd, &dir, gzip, threads))
-            .await
-            .map_err(|e| BackupError::Other(format!("pg_wal.tar task: {e}")))??;
-    }
-    let _ = tablespaces;
-    Ok(BackupSummary {
-        directory: opts.target.clone(),
-        format: match opts.format {
-            Format::Plain => "plain",
-            Format::Tar => "tar",
-        },
-        incremental: old.is_some(),
-        system_identifier: sys.system_identifier.to_string(),
-        start_lsn,
-        end_lsn,
-        timeline: start_tli,
-        bytes: received,
-        files: stats.files,
-        wal_bytes_streamed: wal_bytes,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        warnings: Vec::new(),
-    })
+    let joined = tokio::select! {
+        j = h => j,
+        _ = cancelled(cancel) => return Err(BackupError::Cancelled),
+    };
+    tasks.streamer = None;
+    Ok(joined
+        .map_err(|e| BackupError::Other(format!("WAL streamer: {e}")))??
+        .bytes)
+}
+
+/// With `-F t -X stream`, the streamed segments go into `pg_wal.tar` (gzip-compressed when
+/// the backup is).
+async fn pack_streamed_wal(
+    opts: &BackupOptions,
+    staging: &Staging,
+    wal_dir: &Path,
+    threads: usize,
+) -> Result<()> {
+    let gzip = opts.compression.filter(|c| c.algorithm == Algorithm::Gzip);
+    let dir = staging.dir().to_path_buf();
+    let wd = wal_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::waltar::write(&wd, &dir, gzip, threads))
+        .await
+        .map_err(|e| BackupError::Other(format!("pg_wal.tar task: {e}")))?
 }
 
 /// What the backup needs before `BASE_BACKUP`: the replication connection (with the prior

@@ -147,7 +147,6 @@ fn probe(dir: &Path) -> std::result::Result<Version, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     /// A directory whose `postgres` (a shell script) claims to be `version`.
     fn fake_install(root: &Path, name: &str, version: &str) -> PathBuf {
@@ -160,9 +159,20 @@ mod tests {
         dir
     }
 
+    /// Writes an executable shell script. The file is written by a child process, never
+    /// opened for writing in ours: a descriptor open here could be inherited by another test
+    /// thread's fork (until its exec closes it), and executing the script then fails with
+    /// ETXTBSY ("Text file busy"), which made this test flaky.
     fn script(path: &Path, body: &str) {
-        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"printf '#!/bin/sh\n%s\n' "$2" > "$1" && chmod 755 "$1""#)
+            .arg("sh")
+            .arg(path)
+            .arg(body)
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub use error::{WalError, WalErrorKind};
 pub use page::{PageHeader, WalMagic};
 pub use reader::{EndOfWal, ReaderOptions, WalReader};
 pub use record::{BlockImage, BlockRef, Record};
-pub use source::{DirectorySource, SegmentId, WalSource};
+pub use source::{DirectorySource, MemorySource, SegmentId, WalSource};
+
+#[cfg(test)]
+mod testwal;
 
 /// `XLOG_BLCKSZ`: the WAL page size of every supported build.
 pub const XLOG_BLCKSZ: usize = 8192;

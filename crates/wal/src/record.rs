@@ -31,7 +31,7 @@ pub const BKPIMAGE_COMPRESS_ZSTD: u8 = 0x10;
 const BKPIMAGE_COMPRESSED: u8 = BKPIMAGE_COMPRESS_PGLZ | BKPIMAGE_COMPRESS_LZ4 | BKPIMAGE_COMPRESS_ZSTD;
 
 /// A full-page image attached to a block reference (`XLogRecordBlockImageHeader`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockImage {
     /// Stored bytes (`length`).
     pub len: u16,
@@ -176,6 +176,7 @@ pub fn record_crc(bytes: &[u8]) -> u32 {
 }
 
 /// What `DecodeXLogRecord` extracts besides the header.
+#[derive(Debug)]
 pub(crate) struct Fragments {
     pub blocks: Vec<BlockRef>,
     pub origin: Option<u16>,
@@ -301,7 +302,7 @@ pub(crate) fn parse_fragments(bytes: &[u8]) -> Result<Fragments, String> {
                     id,
                     locator,
                     fork: fork_flags & BKPBLOCK_FORK_MASK,
-                    block,
+                    block: BlockNumber(block),
                     flags: fork_flags,
                     image,
                     data: 0..usize::from(data_len),
@@ -367,9 +368,9 @@ mod tests {
         let f = parse_fragments(&r).unwrap();
         assert_eq!(f.blocks.len(), 2);
         assert_eq!(f.blocks[1].locator.rel_number, 16384);
-        assert_eq!(f.blocks[1].block, 9);
+        assert_eq!(f.blocks[1].block, BlockNumber(9));
         assert_eq!(f.blocks[1].fork_number(), Some(ForkNumber::VisibilityMap));
-        assert_eq!(f.blocks[1].image.unwrap().hole_length, 8092);
+        assert_eq!(f.blocks[1].image.as_ref().unwrap().hole_length, 8092);
         assert_eq!(&r[f.blocks[0].data.clone()], &[0xAA; 3]);
         assert_eq!(&r[f.main_data.clone()], &[0xCC; 2]);
         // Lengths must add up exactly.

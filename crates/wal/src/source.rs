@@ -126,3 +126,43 @@ impl WalSource for DirectorySource {
         Ok(None)
     }
 }
+
+/// Segments held in memory, by file name (tests, and members already read from elsewhere).
+#[derive(Default, Clone)]
+pub struct MemorySource {
+    segments: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl MemorySource {
+    pub fn new() -> MemorySource {
+        MemorySource::default()
+    }
+    pub fn insert(&mut self, name: impl Into<String>, bytes: Vec<u8>) {
+        self.segments.insert(name.into(), bytes);
+    }
+}
+
+impl WalSource for MemorySource {
+    fn read_at(&mut self, seg: &SegmentId, offset: u64, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let Some(data) = self.segments.get(&seg.name) else {
+            return Ok(None);
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let avail = data.get(start..).unwrap_or(&[]);
+        let n = avail.len().min(buf.len());
+        if let (Some(d), Some(s)) = (buf.get_mut(..n), avail.get(..n)) {
+            d.copy_from_slice(s);
+        }
+        Ok(Some(n))
+    }
+
+    fn any_segment_header(&mut self, tli: TimeLineId) -> io::Result<Option<Vec<u8>>> {
+        let prefix = format!("{:08X}", tli.0);
+        let mut names: Vec<&String> = self.segments.keys().filter(|n| n.starts_with(&prefix)).collect();
+        names.sort();
+        Ok(names
+            .first()
+            .and_then(|n| self.segments.get(*n))
+            .map(|d| d.iter().take(crate::page::LONG_HEADER_SIZE).copied().collect()))
+    }
+}
