@@ -33,7 +33,7 @@ enum Command {
     /// Inspect WAL summary files.
     #[command(subcommand)]
     Summary(summary_cmd::Command),
-    /// Check a data directory or a plain backup offline (visibility map against heap).
+    /// Verify a backup against its manifest, or check visibility maps, offline.
     Verify(verify_cmd::Args),
 }
 

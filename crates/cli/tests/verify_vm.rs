@@ -121,6 +121,6 @@ fn check_vm_and_repair_from_the_command_line() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope"));
-    let o = output(pgincr().arg("verify").arg(&fixed));
+    let o = output(pgincr().args(["verify", "--no-such-flag"]).arg(&fixed));
     assert_eq!(o.status.code(), Some(2));
 }

@@ -128,12 +128,24 @@ pub enum RecordBody {
     CheckpointShutdown(Checkpoint),
     CheckpointOnline(Checkpoint),
     /// 17+: the redo point of an online checkpoint.
-    CheckpointRedo { wal_level: i32 },
+    CheckpointRedo {
+        wal_level: i32,
+    },
     Switch,
     /// The start (redo) LSN of the backup that ended.
-    BackupEnd { start: Lsn },
-    RestorePoint { time: i64, name: String },
-    EndOfRecovery { time: i64, tli: TimeLineId, prev_tli: TimeLineId, wal_level: i32 },
+    BackupEnd {
+        start: Lsn,
+    },
+    RestorePoint {
+        time: i64,
+        name: String,
+    },
+    EndOfRecovery {
+        time: i64,
+        tli: TimeLineId,
+        prev_tli: TimeLineId,
+        wal_level: i32,
+    },
     ParameterChange {
         max_connections: i32,
         max_worker_processes: i32,
@@ -144,7 +156,10 @@ pub enum RecordBody {
         wal_log_hints: bool,
         track_commit_timestamp: bool,
     },
-    OverwriteContrecord { overwritten: Lsn, time: i64 },
+    OverwriteContrecord {
+        overwritten: Lsn,
+        time: i64,
+    },
     Xact(XactBody),
     /// Any other record: its header and block references are all there is to know here.
     Other,
@@ -203,7 +218,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).ok_or_else(|| format!("{what}: length overflows"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| format!("{what}: length overflows"))?;
         let s = self.b.get(self.pos..end).ok_or_else(|| {
             format!(
                 "main data too short for {what}: need {n} bytes at offset {}, have {}",
@@ -228,7 +246,9 @@ impl<'a> Cursor<'a> {
     }
     /// Skips `n` items of `size` bytes, refusing counts the data cannot hold.
     fn skip_items(&mut self, n: usize, size: usize, what: &str) -> Result<(), String> {
-        let len = n.checked_mul(size).ok_or_else(|| format!("{what}: count overflows"))?;
+        let len = n
+            .checked_mul(size)
+            .ok_or_else(|| format!("{what}: count overflows"))?;
         self.take(len, what).map(|_| ())
     }
 }
@@ -242,7 +262,9 @@ fn need(d: &[u8], n: usize, what: &str) -> Result<(), String> {
 }
 
 fn i32_at(d: &[u8], at: usize) -> Result<i32, String> {
-    le_u32(d, at).map(|v| v as i32).ok_or_else(|| format!("no i32 at {at}"))
+    le_u32(d, at)
+        .map(|v| v as i32)
+        .ok_or_else(|| format!("no i32 at {at}"))
 }
 fn u32_at(d: &[u8], at: usize) -> Result<u32, String> {
     le_u32(d, at).ok_or_else(|| format!("no u32 at {at}"))
@@ -280,12 +302,16 @@ fn xlog(info: u8, d: &[u8]) -> Result<RecordBody, String> {
         XLOG_CHECKPOINT_ONLINE => RecordBody::CheckpointOnline(checkpoint(d)?),
         XLOG_CHECKPOINT_REDO => {
             need(d, 4, "CHECKPOINT_REDO")?;
-            RecordBody::CheckpointRedo { wal_level: i32_at(d, 0)? }
+            RecordBody::CheckpointRedo {
+                wal_level: i32_at(d, 0)?,
+            }
         }
         XLOG_SWITCH => RecordBody::Switch,
         XLOG_BACKUP_END => {
             need(d, 8, "BACKUP_END")?;
-            RecordBody::BackupEnd { start: Lsn(u64_at(d, 0)?) }
+            RecordBody::BackupEnd {
+                start: Lsn(u64_at(d, 0)?),
+            }
         }
         XLOG_RESTORE_POINT => {
             need(d, 8 + 64, "xl_restore_point")?;
@@ -340,7 +366,11 @@ fn xact(info: u8, d: &[u8], magic: WalMagic) -> Result<RecordBody, String> {
     let is_commit = matches!(kind, XactKind::Commit | XactKind::CommitPrepared);
     let mut c = Cursor { b: d, pos: 0 };
     let time = c.u64("xact_time")? as i64;
-    let xinfo = if info & XLOG_XACT_HAS_INFO != 0 { c.u32("xinfo")? } else { 0 };
+    let xinfo = if info & XLOG_XACT_HAS_INFO != 0 {
+        c.u32("xinfo")?
+    } else {
+        0
+    };
     let mut body = XactBody {
         kind,
         time,
@@ -362,13 +392,17 @@ fn xact(info: u8, d: &[u8], magic: WalMagic) -> Result<RecordBody, String> {
     }
     if xinfo & XACT_XINFO_HAS_SUBXACTS != 0 {
         let n = c.count("subxacts")?;
-        let s = c.take(n.checked_mul(4).ok_or("subxacts: count overflows")?, "subxacts")?;
+        let s = c.take(
+            n.checked_mul(4).ok_or("subxacts: count overflows")?,
+            "subxacts",
+        )?;
         body.subxacts = s.chunks_exact(4).filter_map(|x| le_u32(x, 0)).collect();
     }
     if xinfo & XACT_XINFO_HAS_RELFILELOCATORS != 0 {
         let n = c.count("relfilelocators")?;
         let s = c.take(
-            n.checked_mul(12).ok_or("relfilelocators: count overflows")?,
+            n.checked_mul(12)
+                .ok_or("relfilelocators: count overflows")?,
             "relfilelocators",
         )?;
         body.rels = s
@@ -457,7 +491,10 @@ mod tests {
         rp[12] = 0xFF; // garbage after the NUL is ignored
         assert_eq!(
             xlog(XLOG_RESTORE_POINT, &rp).unwrap(),
-            RecordBody::RestorePoint { time: 77, name: "abc".into() }
+            RecordBody::RestorePoint {
+                time: 77,
+                name: "abc".into()
+            }
         );
         assert!(xlog(XLOG_RESTORE_POINT, &rp[..40]).is_err());
         assert!(xlog(XLOG_CHECKPOINT_ONLINE, &[0u8; 87]).is_err());
@@ -469,14 +506,20 @@ mod tests {
         let RecordBody::CheckpointOnline(c) = xlog(XLOG_CHECKPOINT_ONLINE, &cp).unwrap() else {
             panic!()
         };
-        assert_eq!((c.redo, c.tli, c.wal_level, c.next_xid), (Lsn(0x1000028), TimeLineId(1), 1, (1 << 32) | 745));
+        assert_eq!(
+            (c.redo, c.tli, c.wal_level, c.next_xid),
+            (Lsn(0x1000028), TimeLineId(1), 1, (1 << 32) | 745)
+        );
     }
 
     #[test]
     fn xact_commit_with_info() {
         let mut d = Vec::new();
         d.extend_from_slice(&1000i64.to_le_bytes());
-        let xinfo = XACT_XINFO_HAS_DBINFO | XACT_XINFO_HAS_SUBXACTS | XACT_XINFO_HAS_INVALS | XACT_XINFO_HAS_ORIGIN;
+        let xinfo = XACT_XINFO_HAS_DBINFO
+            | XACT_XINFO_HAS_SUBXACTS
+            | XACT_XINFO_HAS_INVALS
+            | XACT_XINFO_HAS_ORIGIN;
         d.extend_from_slice(&xinfo.to_le_bytes());
         d.extend_from_slice(&5u32.to_le_bytes());
         d.extend_from_slice(&1663u32.to_le_bytes());
@@ -487,7 +530,9 @@ mod tests {
         d.extend_from_slice(&[0u8; 16]);
         d.extend_from_slice(&0x55u64.to_le_bytes());
         d.extend_from_slice(&9i64.to_le_bytes());
-        let RecordBody::Xact(x) = xact(XLOG_XACT_COMMIT | XLOG_XACT_HAS_INFO, &d, WalMagic::V18).unwrap() else {
+        let RecordBody::Xact(x) =
+            xact(XLOG_XACT_COMMIT | XLOG_XACT_HAS_INFO, &d, WalMagic::V18).unwrap()
+        else {
             panic!()
         };
         assert_eq!(x.time, 1000);

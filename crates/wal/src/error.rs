@@ -46,15 +46,17 @@ pub enum WalErrorKind {
     BadInfoBits(u16),
     #[error("first page of the segment has no long header (info bits {0:04X})")]
     NoLongHeader(u16),
-    #[error("long header on a page that is not the first of its segment (info bits {0:04X})")]
-    UnexpectedLongHeader(u16),
     #[error("WAL file is from different database system: WAL file database system identifier is {found}, expected {expected}")]
     SystemIdMismatch { found: u64, expected: u64 },
     #[error("WAL file is from different database system: incorrect segment size in page header ({found}, expected {expected})")]
     SegmentSizeMismatch { found: u32, expected: u64 },
-    #[error("invalid WAL segment size {0} in the long page header (a power of two from 1 MiB to 1 GiB)")]
+    #[error(
+        "invalid WAL segment size {0} in the long page header (a power of two from 1 MiB to 1 GiB)"
+    )]
     BadSegmentSize(u32),
-    #[error("WAL file is from different database system: incorrect XLOG_BLCKSZ in page header ({0})")]
+    #[error(
+        "WAL file is from different database system: incorrect XLOG_BLCKSZ in page header ({0})"
+    )]
     BadBlockSize(u32),
     #[error("unexpected pageaddr {found} (expected {expected})")]
     UnexpectedPageAddr { found: Lsn, expected: Lsn },
@@ -79,11 +81,19 @@ pub enum WalErrorKind {
     #[error("there is no contrecord flag on the page continuing the record at {0}")]
     NoContrecordFlag(Lsn),
     #[error("invalid contrecord length {found} (expected {expected}) for the record at {record}")]
-    BadContrecordLength { found: u32, expected: i64, record: Lsn },
+    BadContrecordLength {
+        found: u32,
+        expected: i64,
+        record: Lsn,
+    },
     #[error("record at {record} is cut off by an overwrite-contrecord page (XLP_FIRST_IS_OVERWRITE_CONTRECORD)")]
     Overwritten { record: Lsn },
     #[error("incorrect resource manager data checksum in record at {record} (stored {stored:08X}, computed {computed:08X})")]
-    BadCrc { record: Lsn, stored: u32, computed: u32 },
+    BadCrc {
+        record: Lsn,
+        stored: u32,
+        computed: u32,
+    },
     #[error("record at {record}: {what}")]
     BadBody { record: Lsn, what: String },
     #[error("end LSN {end} was requested but WAL ends at {at}: {why}")]

@@ -95,6 +95,8 @@ pub struct WalReader<S: WalSource> {
     validated_seg: Option<u64>,
     chunk: Option<Chunk>,
     page: Vec<u8>,
+    /// The page in `page`, validated (`ReadPageInternal`'s cache).
+    cur_page: Option<(Lsn, PageHeader)>,
     /// A record abandoned at an `XLP_FIRST_IS_OVERWRITE_CONTRECORD` page.
     overwritten: Option<Lsn>,
     finished: Option<EndOfWal>,
@@ -142,6 +144,11 @@ impl<S: WalSource> WalReader<S> {
                 return Err(bad(format!("end {end} is before start {}", opts.start)));
             }
         }
+        // Keeps all position arithmetic far from u64::MAX (no overflow, in any build).
+        let limit = u64::MAX / 2;
+        if opts.start.0 > limit || opts.end.is_some_and(|e| e.0 > limit) {
+            return Err(bad(format!("start or end LSN beyond {}", Lsn(limit))));
+        }
         if !opts.start.is_valid() {
             return Err(bad("start LSN 0/0 is invalid".into()));
         }
@@ -158,6 +165,7 @@ impl<S: WalSource> WalReader<S> {
             validated_seg: None,
             chunk: None,
             page: vec![0u8; XLOG_BLCKSZ],
+            cur_page: None,
             overwritten: None,
             finished: None,
             failed: false,
@@ -256,7 +264,11 @@ impl<S: WalSource> WalReader<S> {
 
     fn err(&self, lsn: Lsn, kind: WalErrorKind) -> WalError {
         WalError {
-            segment: segment_file_name(self.opts.timeline, lsn.segment(self.seg_size), self.seg_size),
+            segment: segment_file_name(
+                self.opts.timeline,
+                lsn.segment(self.seg_size),
+                self.seg_size,
+            ),
             offset: lsn.segment_offset(self.seg_size),
             lsn,
             kind,
@@ -326,7 +338,9 @@ impl<S: WalSource> WalReader<S> {
         let start = (off - c.offset) as usize;
         let avail = c.data.get(start..).unwrap_or(&[]);
         let n = avail.len().min(XLOG_BLCKSZ);
-        self.page.fill(0);
+        if n < XLOG_BLCKSZ {
+            self.page.fill(0);
+        }
         if let (Some(dst), Some(src)) = (self.page.get_mut(..n), avail.get(..n)) {
             dst.copy_from_slice(src);
         }
@@ -336,6 +350,11 @@ impl<S: WalSource> WalReader<S> {
     /// `ReadPageInternal` + `XLogReaderValidatePageHeader`: loads and checks the page at
     /// `page_lsn`, first checking its segment's first page when entering a new segment.
     fn load_page(&mut self, page_lsn: Lsn) -> Result<PageHeader, WalError> {
+        if let Some((p, h)) = self.cur_page {
+            if p == page_lsn {
+                return Ok(h);
+            }
+        }
         let segno = page_lsn.segment(self.seg_size);
         if self.validated_seg != Some(segno) && page_lsn.segment_offset(self.seg_size) != 0 {
             let seg_start = Lsn(page_lsn.0 - page_lsn.segment_offset(self.seg_size));
@@ -343,10 +362,12 @@ impl<S: WalSource> WalReader<S> {
         }
         let h = self.load_one(page_lsn)?;
         self.validated_seg = Some(segno);
+        self.cur_page = Some((page_lsn, h));
         Ok(h)
     }
 
     fn load_one(&mut self, page_lsn: Lsn) -> Result<PageHeader, WalError> {
+        self.cur_page = None;
         let n = self.fetch_page(page_lsn)?;
         if n < XLOG_BLCKSZ {
             return Err(self.err(
@@ -358,7 +379,13 @@ impl<S: WalSource> WalReader<S> {
             ));
         }
         let Some(h) = PageHeader::parse(&self.page) else {
-            return Err(self.err(page_lsn, WalErrorKind::Truncated { got: n, want: XLOG_BLCKSZ }));
+            return Err(self.err(
+                page_lsn,
+                WalErrorKind::Truncated {
+                    got: n,
+                    want: XLOG_BLCKSZ,
+                },
+            ));
         };
         let magic_ok = match self.magic {
             Some(m) => h.magic == m.value(),
@@ -372,7 +399,13 @@ impl<S: WalSource> WalReader<S> {
                 Some(m) => format!("{:04X}", m.value()),
                 None => "D116 (17) or D118 (18)".to_string(),
             };
-            return Err(self.err(page_lsn, WalErrorKind::BadMagic { found: h.magic, expected }));
+            return Err(self.err(
+                page_lsn,
+                WalErrorKind::BadMagic {
+                    found: h.magic,
+                    expected,
+                },
+            ));
         }
         if self.magic.is_none() {
             self.magic = WalMagic::from_value(h.magic);
@@ -505,7 +538,10 @@ impl<S: WalSource> WalReader<S> {
                 ));
             }
             if h.is_contrecord() && off == hs {
-                return Err(self.err(Lsn(rec_ptr), WalErrorKind::ContrecordRequested(Lsn(rec_ptr))));
+                return Err(self.err(
+                    Lsn(rec_ptr),
+                    WalErrorKind::ContrecordRequested(Lsn(rec_ptr)),
+                ));
             }
             if self.past_end(Lsn(rec_ptr)) {
                 return Ok(Step::End);
@@ -601,9 +637,8 @@ impl<S: WalSource> WalReader<S> {
                 next = next.saturating_add(self.seg_size - 1);
                 next -= next % self.seg_size;
             }
-            let frags = parse_fragments(&buf).map_err(|what| {
-                self.err(lsn, WalErrorKind::BadBody { record: lsn, what })
-            })?;
+            let frags = parse_fragments(&buf)
+                .map_err(|what| self.err(lsn, WalErrorKind::BadBody { record: lsn, what }))?;
             if let Some(ow) = self.overwritten.take() {
                 // xlogrecovery.c VerifyOverwriteContrecord: the first record on the page must be
                 // XLOG_OVERWRITE_CONTRECORD naming the abandoned record.
@@ -660,7 +695,10 @@ mod tests {
         o
     }
 
-    fn read_all(src: MemorySource, o: ReaderOptions) -> (Vec<Record>, Result<(), WalError>, Option<EndOfWal>) {
+    fn read_all(
+        src: MemorySource,
+        o: ReaderOptions,
+    ) -> (Vec<Record>, Result<(), WalError>, Option<EndOfWal>) {
         let mut r = WalReader::new(src, o).unwrap();
         let mut out = Vec::new();
         loop {
@@ -695,11 +733,20 @@ mod tests {
         assert_eq!(recs[1].prev, recs[0].lsn);
         assert_eq!(recs[2].total_len, 24 + 5 + 10_000);
         assert_eq!(recs[2].main_data(), &vec![7u8; 10_000][..]);
-        assert_eq!(recs[0].decode().unwrap(), RecordBody::RestorePoint { time: 0, name: "rp1".into() });
+        assert_eq!(
+            recs[0].decode().unwrap(),
+            RecordBody::RestorePoint {
+                time: 0,
+                name: "rp1".into()
+            }
+        );
         assert_eq!(recs[3].rmgr_name(), "Transaction");
         let end = end.unwrap();
         assert_eq!(end.lsn, recs[3].end_lsn);
-        assert!(matches!(end.reason.unwrap().kind, WalErrorKind::ZeroedRecord));
+        assert!(matches!(
+            end.reason.unwrap().kind,
+            WalErrorKind::ZeroedRecord
+        ));
         // Starting inside the continued record finds the next record.
         let (recs2, res2, _) = read_all(b.source(), opts(SEG + 8192, None));
         res2.unwrap();
@@ -733,7 +780,9 @@ mod tests {
         res.unwrap();
         let sw_rec = recs.iter().find(|r| r.lsn.0 == sw).unwrap();
         assert_eq!(sw_rec.end_lsn, Lsn(2 * SEG));
-        assert!(recs.iter().any(|r| r.lsn.0 == crossing && r.end_lsn.0 > 3 * SEG));
+        assert!(recs
+            .iter()
+            .any(|r| r.lsn.0 == crossing && r.end_lsn.0 > 3 * SEG));
         assert_eq!(recs.last().unwrap().lsn.0, last);
     }
 
@@ -748,7 +797,10 @@ mod tests {
         assert!(matches!(e.kind, WalErrorKind::BadCrc { .. }), "{e}");
         assert_eq!(e.segment, "000000010000000000000001");
         assert_eq!(e.offset, lsns[1] - SEG);
-        assert!(e.to_string().contains("000000010000000000000001, offset"), "{e}");
+        assert!(
+            e.to_string().contains("000000010000000000000001, offset"),
+            "{e}"
+        );
         // Without an end: still an error by default, end of WAL when not strict.
         let (_, res, _) = read_all(b.source(), opts(SEG, None));
         assert!(res.is_err());
@@ -757,7 +809,10 @@ mod tests {
         let (recs, res, end) = read_all(b.source(), o);
         res.unwrap();
         assert_eq!(recs.len(), 1);
-        assert!(matches!(end.unwrap().reason.unwrap().kind, WalErrorKind::BadCrc { .. }));
+        assert!(matches!(
+            end.unwrap().reason.unwrap().kind,
+            WalErrorKind::BadCrc { .. }
+        ));
     }
 
     #[test]
@@ -775,7 +830,10 @@ mod tests {
     fn zeroed_page_and_truncation() {
         let (b, lsns) = sample();
         // A zeroed continuation page: the end LSN cannot be reached.
-        let mut z = Builder { data: b.data.clone(), ..Builder::new(1) };
+        let mut z = Builder {
+            data: b.data.clone(),
+            ..Builder::new(1)
+        };
         z.pos = b.pos;
         let page = (lsns[2] - SEG) / 8192 * 8192 + 8192;
         z.data[page as usize..page as usize + 8192].fill(0);
@@ -791,38 +849,70 @@ mod tests {
         src.insert(name, seg);
         let (_, res, _) = read_all(src, opts(SEG, Some(b.pos)));
         let e = res.unwrap_err();
-        assert!(matches!(e.kind, WalErrorKind::Truncated { got: 100, .. }), "{e}");
+        assert!(
+            matches!(e.kind, WalErrorKind::Truncated { got: 100, .. }),
+            "{e}"
+        );
         assert_eq!(e.offset, 8192);
     }
 
     #[test]
     fn page_header_checks() {
         let (b, _) = sample();
-        let mut wrong = Builder { data: b.data.clone(), ..Builder::new(1) };
+        let mut wrong = Builder {
+            data: b.data.clone(),
+            ..Builder::new(1)
+        };
         wrong.data[8192 + 8] ^= 0x01; // pageaddr of page 1
         let (_, res, _) = read_all(wrong.source(), opts(SEG, Some(b.pos)));
-        assert!(matches!(res.unwrap_err().kind, WalErrorKind::EndNotReached { .. }));
-        let mut magic = Builder { data: b.data.clone(), ..Builder::new(1) };
+        assert!(matches!(
+            res.unwrap_err().kind,
+            WalErrorKind::EndNotReached { .. }
+        ));
+        let mut magic = Builder {
+            data: b.data.clone(),
+            ..Builder::new(1)
+        };
         magic.data[0] = 0x17;
         let (_, res, _) = read_all(magic.source(), opts(SEG, None));
-        assert!(matches!(res.unwrap_err().kind, WalErrorKind::BadMagic { .. }));
+        assert!(matches!(
+            res.unwrap_err().kind,
+            WalErrorKind::BadMagic { .. }
+        ));
         let mut o = opts(SEG, None);
         o.magic = Some(WalMagic::V17);
         let (_, res, _) = read_all(b.source(), o);
-        assert!(matches!(res.unwrap_err().kind, WalErrorKind::BadMagic { found: 0xD118, .. }));
+        assert!(matches!(
+            res.unwrap_err().kind,
+            WalErrorKind::BadMagic { found: 0xD118, .. }
+        ));
         let mut o = opts(SEG, None);
         o.system_identifier = Some(1);
         let (_, res, _) = read_all(b.source(), o);
-        assert!(matches!(res.unwrap_err().kind, WalErrorKind::SystemIdMismatch { .. }));
-        let mut info = Builder { data: b.data.clone(), ..Builder::new(1) };
+        assert!(matches!(
+            res.unwrap_err().kind,
+            WalErrorKind::SystemIdMismatch { .. }
+        ));
+        let mut info = Builder {
+            data: b.data.clone(),
+            ..Builder::new(1)
+        };
         info.data[2] |= 0x10;
         let (_, res, _) = read_all(info.source(), opts(SEG, None));
-        assert!(matches!(res.unwrap_err().kind, WalErrorKind::BadInfoBits(_)));
+        assert!(matches!(
+            res.unwrap_err().kind,
+            WalErrorKind::BadInfoBits(_)
+        ));
         // A missing first segment ends WAL without an end, fails with one.
         let (recs, res, end) = read_all(MemorySource::new(), opts(SEG, None));
         assert!(recs.is_empty() && res.is_ok());
-        assert!(matches!(end.unwrap().reason.unwrap().kind, WalErrorKind::SegmentMissing));
-        assert!(read_all(MemorySource::new(), opts(SEG, Some(2 * SEG))).1.is_err());
+        assert!(matches!(
+            end.unwrap().reason.unwrap().kind,
+            WalErrorKind::SegmentMissing
+        ));
+        assert!(read_all(MemorySource::new(), opts(SEG, Some(2 * SEG)))
+            .1
+            .is_err());
     }
 
     #[test]
@@ -831,7 +921,10 @@ mod tests {
         let i = (lsns[1] - b.start) as usize;
         b.data[i..i + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let (_, res, _) = read_all(b.source(), opts(SEG, Some(b.pos)));
-        assert!(matches!(res.unwrap_err().kind, WalErrorKind::RecordTooLong(u32::MAX)));
+        assert!(matches!(
+            res.unwrap_err().kind,
+            WalErrorKind::RecordTooLong(u32::MAX)
+        ));
     }
 
     proptest! {

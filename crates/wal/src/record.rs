@@ -28,7 +28,8 @@ pub const BKPIMAGE_APPLY: u8 = 0x02;
 pub const BKPIMAGE_COMPRESS_PGLZ: u8 = 0x04;
 pub const BKPIMAGE_COMPRESS_LZ4: u8 = 0x08;
 pub const BKPIMAGE_COMPRESS_ZSTD: u8 = 0x10;
-const BKPIMAGE_COMPRESSED: u8 = BKPIMAGE_COMPRESS_PGLZ | BKPIMAGE_COMPRESS_LZ4 | BKPIMAGE_COMPRESS_ZSTD;
+const BKPIMAGE_COMPRESSED: u8 =
+    BKPIMAGE_COMPRESS_PGLZ | BKPIMAGE_COMPRESS_LZ4 | BKPIMAGE_COMPRESS_ZSTD;
 
 /// A full-page image attached to a block reference (`XLogRecordBlockImageHeader`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,7 +190,10 @@ pub(crate) struct Fragments {
 pub(crate) fn parse_fragments(bytes: &[u8]) -> Result<Fragments, String> {
     let short = || "record with invalid length".to_string();
     let mut pos = SIZE_OF_XLOG_RECORD;
-    let remaining_total = bytes.len().checked_sub(SIZE_OF_XLOG_RECORD).ok_or_else(short)?;
+    let remaining_total = bytes
+        .len()
+        .checked_sub(SIZE_OF_XLOG_RECORD)
+        .ok_or_else(short)?;
     let mut datatotal: usize = 0;
     let mut main_len: usize = 0;
     let mut blocks: Vec<BlockRef> = Vec::new();
@@ -293,9 +297,8 @@ pub(crate) fn parse_fragments(bytes: &[u8]) -> Result<Fragments, String> {
                     last_locator = Some(l);
                     l
                 } else {
-                    last_locator.ok_or_else(|| {
-                        "BKPBLOCK_SAME_REL set but no previous rel".to_string()
-                    })?
+                    last_locator
+                        .ok_or_else(|| "BKPBLOCK_SAME_REL set but no previous rel".to_string())?
                 };
                 let block = u32_at(take(&mut pos, 4)?)?;
                 blocks.push(BlockRef {

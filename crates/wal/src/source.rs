@@ -34,7 +34,12 @@ pub trait WalSource {
     /// Reads bytes of `seg` starting at `offset` into `buf`; returns how many were read (fewer
     /// than asked only at the end of what the source has, 0 past it), or `Ok(None)` when the
     /// source has no such segment.
-    fn read_at(&mut self, seg: &SegmentId, offset: u64, buf: &mut [u8]) -> io::Result<Option<usize>>;
+    fn read_at(
+        &mut self,
+        seg: &SegmentId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<Option<usize>>;
 
     /// The first bytes of some segment of `tli`, when the source can tell without being asked
     /// for a particular one: lets the reader learn the segment size from a long page header
@@ -87,13 +92,20 @@ impl DirectorySource {
 }
 
 impl WalSource for DirectorySource {
-    fn read_at(&mut self, seg: &SegmentId, offset: u64, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    fn read_at(
+        &mut self,
+        seg: &SegmentId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<Option<usize>> {
         let Some(f) = self.file(&seg.name)? else {
             return Ok(None);
         };
         let mut got = 0;
         while got < buf.len() {
-            let Some(rest) = buf.get_mut(got..) else { break };
+            let Some(rest) = buf.get_mut(got..) else {
+                break;
+            };
             match f.read_at(rest, offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
@@ -112,7 +124,8 @@ impl WalSource for DirectorySource {
             .filter(|n| {
                 n.len() == 24
                     && n.starts_with(&prefix)
-                    && n.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+                    && n.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
             })
             .collect();
         names.sort();
@@ -143,11 +156,18 @@ impl MemorySource {
 }
 
 impl WalSource for MemorySource {
-    fn read_at(&mut self, seg: &SegmentId, offset: u64, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    fn read_at(
+        &mut self,
+        seg: &SegmentId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<Option<usize>> {
         let Some(data) = self.segments.get(&seg.name) else {
             return Ok(None);
         };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let avail = data.get(start..).unwrap_or(&[]);
         let n = avail.len().min(buf.len());
         if let (Some(d), Some(s)) = (buf.get_mut(..n), avail.get(..n)) {
@@ -158,11 +178,17 @@ impl WalSource for MemorySource {
 
     fn any_segment_header(&mut self, tli: TimeLineId) -> io::Result<Option<Vec<u8>>> {
         let prefix = format!("{:08X}", tli.0);
-        let mut names: Vec<&String> = self.segments.keys().filter(|n| n.starts_with(&prefix)).collect();
+        let mut names: Vec<&String> = self
+            .segments
+            .keys()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
         names.sort();
-        Ok(names
-            .first()
-            .and_then(|n| self.segments.get(*n))
-            .map(|d| d.iter().take(crate::page::LONG_HEADER_SIZE).copied().collect()))
+        Ok(names.first().and_then(|n| self.segments.get(*n)).map(|d| {
+            d.iter()
+                .take(crate::page::LONG_HEADER_SIZE)
+                .copied()
+                .collect()
+        }))
     }
 }

@@ -54,7 +54,7 @@ impl Builder {
     }
 
     fn page_header(&mut self, page: u64, info: u16, rem: u32) -> u64 {
-        let long = page % SEG == 0;
+        let long = page.is_multiple_of(SEG);
         let i = self.at(page);
         let info = info | if long { XLP_LONG_HEADER } else { 0 };
         let d = &mut self.data;
@@ -79,7 +79,14 @@ impl Builder {
         self.record_with_prev(rmid, info, xid, body, prev)
     }
 
-    pub fn record_with_prev(&mut self, rmid: u8, info: u8, xid: u32, body: &[u8], prev: u64) -> u64 {
+    pub fn record_with_prev(
+        &mut self,
+        rmid: u8,
+        info: u8,
+        xid: u32,
+        body: &[u8],
+        prev: u64,
+    ) -> u64 {
         let tot = 24 + body.len();
         let mut rec = vec![0u8; 24];
         rec[0..4].copy_from_slice(&(tot as u32).to_le_bytes());
@@ -90,14 +97,14 @@ impl Builder {
         rec.extend_from_slice(body);
         let crc = crate::record::record_crc(&rec);
         rec[20..24].copy_from_slice(&crc.to_le_bytes());
-        if self.pos % PAGE == 0 {
+        if self.pos.is_multiple_of(PAGE) {
             let page = self.pos;
             self.pos += self.page_header(page, 0, 0);
         }
         let lsn = self.pos;
         let mut written = 0;
         while written < tot {
-            if self.pos % PAGE == 0 {
+            if self.pos.is_multiple_of(PAGE) {
                 let page = self.pos;
                 self.pos += self.page_header(page, XLP_FIRST_IS_CONTRECORD, (tot - written) as u32);
             }
@@ -116,7 +123,7 @@ impl Builder {
     /// An XLOG_SWITCH: the rest of the segment stays zero.
     pub fn switch(&mut self) -> u64 {
         let lsn = self.record(0, 0x40, 0, &[]);
-        self.pos = (self.pos + SEG - 1) / SEG * SEG;
+        self.pos = self.pos.div_ceil(SEG) * SEG;
         lsn
     }
 
@@ -129,7 +136,10 @@ impl Builder {
             .enumerate()
             .map(|(i, c)| {
                 let segno = self.start / SEG + i as u64;
-                (segment_name::segment_file_name(TimeLineId(1), segno, SEG), c.to_vec())
+                (
+                    segment_name::segment_file_name(TimeLineId(1), segno, SEG),
+                    c.to_vec(),
+                )
             })
             .collect()
     }
