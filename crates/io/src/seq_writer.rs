@@ -170,9 +170,7 @@ impl SeqWriter {
         let mut r = self.write_direct(stage.get(..aligned).unwrap_or_default());
         if r.is_ok() && aligned < n {
             let tail = stage.get(aligned..n).unwrap_or_default();
-            r = self
-                .set_buffered()
-                .and_then(|()| self.file.write_all(tail));
+            r = self.set_buffered().and_then(|()| self.file.write_all(tail));
             self.written += (n - aligned) as u64;
         }
         self.stage = Some(stage);

@@ -513,6 +513,51 @@ mod tests {
     }
 
     #[test]
+    fn recovery_bodies() {
+        let mut eor = vec![0u8; 24];
+        eor[0..8].copy_from_slice(&99i64.to_le_bytes());
+        eor[8..12].copy_from_slice(&3u32.to_le_bytes());
+        eor[12..16].copy_from_slice(&2u32.to_le_bytes());
+        eor[16..20].copy_from_slice(&1i32.to_le_bytes());
+        assert_eq!(
+            xlog(XLOG_END_OF_RECOVERY, &eor).unwrap(),
+            RecordBody::EndOfRecovery {
+                time: 99,
+                tli: TimeLineId(3),
+                prev_tli: TimeLineId(2),
+                wal_level: 1
+            }
+        );
+        assert_eq!(
+            xlog(XLOG_BACKUP_END, &0x2000028u64.to_le_bytes()).unwrap(),
+            RecordBody::BackupEnd {
+                start: Lsn(0x2000028)
+            }
+        );
+        let mut pc = vec![0u8; 28];
+        pc[20..24].copy_from_slice(&2i32.to_le_bytes());
+        pc[24] = 1;
+        let RecordBody::ParameterChange {
+            wal_level,
+            wal_log_hints,
+            track_commit_timestamp,
+            ..
+        } = xlog(XLOG_PARAMETER_CHANGE, &pc).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (wal_level, wal_log_hints, track_commit_timestamp),
+            (2, true, false)
+        );
+        assert_eq!(
+            xlog(XLOG_CHECKPOINT_REDO, &1i32.to_le_bytes()).unwrap(),
+            RecordBody::CheckpointRedo { wal_level: 1 }
+        );
+        assert!(xlog(XLOG_END_OF_RECOVERY, &eor[..19]).is_err());
+    }
+
+    #[test]
     fn xact_commit_with_info() {
         let mut d = Vec::new();
         d.extend_from_slice(&1000i64.to_le_bytes());

@@ -94,6 +94,47 @@ fn blkrefs(r: &Record) -> String {
     s
 }
 
+/// The `-b` lines (`XLogRecGetBlockRefInfo`, detailed).
+fn block_details(r: &Record) -> Vec<String> {
+    r.blocks
+        .iter()
+        .map(|b| {
+            let l = &b.locator;
+            let mut s = format!(
+                "blkref #{}: rel {}/{}/{} fork {} blk {}",
+                b.id,
+                l.spc_oid,
+                l.db_oid,
+                l.rel_number,
+                b.fork_number().unwrap().name(),
+                b.block
+            );
+            if let Some(img) = &b.image {
+                let fpw = if img.apply() {
+                    ""
+                } else {
+                    " for WAL verification"
+                };
+                s.push_str(&format!(
+                    " (FPW{fpw}); hole: offset: {}, length: {}",
+                    img.hole_offset, img.hole_length
+                ));
+                if img.is_compressed() {
+                    let saved = 8192 - u32::from(img.len) - u32::from(img.hole_length);
+                    let method = match img.info & 0x1C {
+                        0x04 => "pglz",
+                        0x08 => "lz4",
+                        0x10 => "zstd",
+                        _ => "unknown",
+                    };
+                    s.push_str(&format!(", compression saved: {saved}, method: {method}"));
+                }
+            }
+            s
+        })
+        .collect()
+}
+
 fn read(
     dir: &Path,
     start: Lsn,
@@ -118,6 +159,13 @@ fn check(major: Major) {
     let start: Lsn = c.current_lsn().parse().unwrap();
     c.pgbench(&["-i", "-s", "1", "-q"]);
     c.pgbench(&["-n", "-c", "2", "-t", "150"]);
+    // Compressed full-page images (the image header's extra hole length) after a checkpoint.
+    c.sql("ALTER SYSTEM SET wal_compression = 'pglz'");
+    c.sql("SELECT pg_reload_conf()");
+    c.checkpoint();
+    c.pgbench(&["-n", "-c", "2", "-t", "50"]);
+    c.sql("ALTER SYSTEM SET wal_compression = 'off'");
+    c.sql("SELECT pg_reload_conf()");
     c.sql("CREATE TABLE ddl_t (a int primary key, b text)");
     c.sql("INSERT INTO ddl_t SELECT g, repeat('x', g % 50) FROM generate_series(1, 2000) g");
     c.sql("CREATE INDEX ON ddl_t (b)");
@@ -154,6 +202,23 @@ fn check(major: Major) {
             .arg("--timeline=1"),
     );
     let want = parse_dump(&dump);
+    // pg_waldump -b: one detail line per block reference, with image holes and compression.
+    let detailed = c.run(
+        c.pg.tool("pg_waldump")
+            .arg(format!("--path={}", copy.display()))
+            .arg(format!("--start={start}"))
+            .arg(format!("--end={end}"))
+            .args(["--timeline=1", "-b"]),
+    );
+    let mut details: Vec<Vec<String>> = Vec::new();
+    // (one entry per record, in order)
+    for l in detailed.lines() {
+        if l.starts_with("rmgr: ") {
+            details.push(Vec::new());
+        } else if let Some(b) = l.strip_prefix("\tblkref #") {
+            details.last_mut().unwrap().push(format!("blkref #{b}"));
+        }
+    }
     let expected_magic = WalMagic::for_major(major.number()).unwrap();
     let got = read(&copy, start, end, None).unwrap();
     // The page magic is the one of this major (checked on the first segment's bytes too).
@@ -170,8 +235,9 @@ fn check(major: Major) {
     assert!(got.iter().all(|r| r.magic == expected_magic));
 
     assert_eq!(got.len(), want.len(), "record count for {major}");
+    assert_eq!(details.len(), want.len());
     let mut seen = std::collections::BTreeMap::<&str, usize>::new();
-    for (r, w) in got.iter().zip(&want) {
+    for (i, (r, w)) in got.iter().zip(&want).enumerate() {
         let ctx = &w.line;
         assert_eq!(r.lsn, w.lsn, "{ctx}");
         assert_eq!(r.prev, w.prev, "{ctx}");
@@ -184,6 +250,7 @@ fn check(major: Major) {
         } else {
             assert!(!w.desc.contains(", blkref #"), "{ctx}");
         }
+        assert_eq!(block_details(r), details[i], "{ctx}");
         let body = r.decode().unwrap_or_else(|e| panic!("{e}: {ctx}"));
         let kind = match &body {
             RecordBody::CheckpointOnline(cp) | RecordBody::CheckpointShutdown(cp) => {
@@ -263,13 +330,20 @@ fn check(major: Major) {
         .iter()
         .filter(|r| r.blocks.iter().any(|b| b.has_image()))
         .count();
+    let compressed = got
+        .iter()
+        .flat_map(|r| &r.blocks)
+        .filter(|b| b.image.as_ref().is_some_and(|i| i.is_compressed()))
+        .count();
+    assert!(compressed > 0, "no compressed full-page image");
     let segments: std::collections::BTreeSet<u64> =
         got.iter().map(|r| r.lsn.segment(16 << 20)).collect();
     assert!(segments.len() >= 2, "{segments:?}");
     eprintln!(
-        "{major}: {} records agree with pg_waldump ({} with full-page images, {} segments): {seen:?}",
+        "{major}: {} records agree with pg_waldump ({} with full-page images, {} compressed, {} segments): {seen:?}",
         got.len(),
         fpw,
+        compressed,
         segments.len()
     );
 
