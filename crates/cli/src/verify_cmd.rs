@@ -25,9 +25,12 @@ pub struct Args {
     /// Use this manifest instead of DIRECTORY/backup_manifest.
     #[arg(short = 'm', long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
-    /// Do not parse WAL. (pgincr verify does not parse WAL yet; without -n it says so.)
+    /// Do not parse the WAL the backup needs.
     #[arg(short = 'n', long)]
     no_parse_wal: bool,
+    /// Read the WAL from this directory instead of DIRECTORY/pg_wal.
+    #[arg(short = 'w', long, value_name = "PATH")]
+    wal_directory: Option<PathBuf>,
     /// Check file presence and sizes only, not checksums.
     #[arg(short = 's', long)]
     skip_checksums: bool,
@@ -59,6 +62,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         skip_checksums: args.skip_checksums,
         exit_on_error: args.exit_on_error,
         jobs: args.jobs,
+        no_parse_wal: args.no_parse_wal,
+        wal_directory: args.wal_directory.clone(),
     };
     let report = pgincr_verify::verify_backup(&args.dir, &opts)
         .with_context(|| format!("could not verify \"{}\"", args.dir.display()))?;
@@ -73,11 +78,6 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 fn print_verify(report: &VerifyReport, args: &Args) {
     for p in &report.problems {
         eprintln!("pgincr: error: {}", p.message);
-    }
-    if !args.no_parse_wal && !args.quiet {
-        eprintln!(
-            "pgincr: warning: the WAL the backup needs was not parsed (not supported yet); pass -n to skip this check explicitly"
-        );
     }
     if report.is_ok() && !args.quiet {
         println!("backup successfully verified");
