@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod page;
 pub mod relfile;
 pub mod tablespace_map;
+pub mod time;
 pub mod visibility_map;
 pub mod walfile;
 

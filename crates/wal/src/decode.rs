@@ -179,36 +179,13 @@ pub fn wal_level_name(level: i32) -> &'static str {
 /// `YYYY-MM-DD HH:MM:SS.ffffff UTC`.
 pub fn format_timestamptz(ts: i64) -> String {
     let usecs = ts.rem_euclid(1_000_000);
-    let secs = ts.div_euclid(1_000_000) + 946_684_800;
+    let secs = ts.div_euclid(1_000_000) + pgincr_types::time::POSTGRES_EPOCH_UNIX_SECS;
     format_unix(secs, Some(usecs))
 }
 
 /// Formats Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_unix(secs: i64, usecs: Option<i64>) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let frac = usecs.map(|u| format!(".{u:06}")).unwrap_or_default();
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{frac} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil conversion.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    pgincr_types::time::format_utc(secs, usecs, "UTC")
 }
 
 struct Cursor<'a> {
