@@ -119,7 +119,9 @@ impl BackupError {
                 }
                 _ => Failure::Other,
             },
-            BackupError::Io { source, .. } if is_disk_full(source) => Failure::DiskFull,
+            BackupError::Io { source, .. } if pgincr_io::is_out_of_space(source) => {
+                Failure::DiskFull
+            }
             BackupError::Staging(e) if staging_disk_full(e) => Failure::DiskFull,
             BackupError::Target(_) | BackupError::Staging(_) => Failure::Target,
             BackupError::Cancelled => Failure::Cancelled,
@@ -141,15 +143,11 @@ fn server_needs_full_backup(message: &str) -> bool {
     .any(|m| message.contains(m))
 }
 
-fn is_disk_full(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
-}
-
 fn staging_disk_full(e: &pgincr_io::StagingError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return is_disk_full(io);
+            return pgincr_io::is_out_of_space(io);
         }
         source = s.source();
     }

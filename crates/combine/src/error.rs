@@ -193,16 +193,7 @@ fn metadata_kind(e: &BoundedReadError) -> CombineErrorKind {
     }
 }
 
-/// `ENOSPC` or `EDQUOT`, also when wrapped in another `io::Error` (as `tar` and
-/// `BufWriter` pass them on).
-pub(crate) fn is_out_of_space(e: &std::io::Error) -> bool {
-    if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
-        return true;
-    }
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
-        .is_some_and(is_out_of_space)
-}
+pub(crate) use pgincr_io::is_out_of_space;
 
 pub type Result<T, E = CombineError> = std::result::Result<T, E>;
 

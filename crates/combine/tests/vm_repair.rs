@@ -24,18 +24,12 @@
 )]
 
 use pgincr_combine::{combine, CombineOptions, CopyMode, OutputFormat};
-use pgincr_testkit::{backup_contents, run, scratch, Cluster, Major};
+use pgincr_testkit::{backup_contents, is_visibility_map, run, scratch, Cluster, Major};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Tables and the index each one's index-only count goes through.
 const TABLES: &[&str] = &["pgbench_accounts", "t_lock", "t_ins", "t_vac", "t_del"];
-
-fn is_vm(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.ends_with("_vm"))
-}
 
 /// A full backup and two incrementals over a workload whose changes clear map bits.
 fn build_chain(c: &Cluster, root: &Path) -> Vec<PathBuf> {
@@ -203,7 +197,7 @@ fn check_major(major: Major) {
     for (p, bytes) in &want {
         if bytes != &ours[p] {
             assert!(
-                is_vm(p),
+                is_visibility_map(p),
                 "{major}: {} differs and is not a map",
                 p.display()
             );

@@ -12,6 +12,18 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether `e` says the file system is full (`ENOSPC`, or `EDQUOT`: a quota), also when it is
+/// wrapped in another `io::Error` (as `tar` and `BufWriter` pass errors on). What a caller
+/// should tell apart from other I/O failures: more space, not a retry, fixes it.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+        return true;
+    }
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<io::Error>())
+        .is_some_and(is_out_of_space)
+}
+
 /// Asks the kernel to start writing `file` back without waiting (`sync_file_range` with
 /// `SYNC_FILE_RANGE_WRITE`, what PostgreSQL's pre-sync pass does), so that a later fsync
 /// mostly finds clean pages. Best effort: only the fsync guarantees anything.

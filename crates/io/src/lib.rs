@@ -21,7 +21,9 @@ mod seq_writer;
 pub mod staging;
 
 pub use aligned::{AlignedBuf, ALIGN};
-pub use durable::{fsync_all, fsync_dir, fsync_tree, start_writeback, FSYNC_THREADS};
+pub use durable::{
+    fsync_all, fsync_dir, fsync_tree, is_out_of_space, start_writeback, FSYNC_THREADS,
+};
 pub use read_file::ReadFile;
 pub use seq_writer::{SeqWriter, DIRECT_MIN};
 pub use staging::{crash_point, Leftover, Staging, StagingError};

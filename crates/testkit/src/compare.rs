@@ -50,15 +50,23 @@ pub fn backup_contents(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// Asserts two backup directories hold the same files with the same bytes (see
 /// [`backup_contents`]); `what` names the comparison in the failure.
 pub fn assert_same_backup(reference: &Path, ours: &Path, what: &str) {
+    if let Some(p) = differing_files(reference, ours, what).first() {
+        panic!("{what}: {} differs", p.display());
+    }
+}
+
+/// The files whose bytes differ between two backups that must hold the same file list.
+fn differing_files(reference: &Path, ours: &Path, what: &str) -> Vec<PathBuf> {
     let (a, b) = (backup_contents(reference), backup_contents(ours));
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),
         "{what}: file lists differ"
     );
-    for (p, bytes) in &a {
-        assert!(bytes == &b[p], "{what}: {} differs", p.display());
-    }
+    a.iter()
+        .filter(|(p, bytes)| b.get(*p) != Some(*bytes))
+        .map(|(p, _)| p.clone())
+        .collect()
 }
 
 /// Whether `path` is a visibility map fork (`<relfilenode>_vm`, any segment).
@@ -71,22 +79,13 @@ pub fn is_visibility_map(path: &Path) -> bool {
 /// Like [`assert_same_backup`], but visibility maps may differ (pgincr repairs stale bits
 /// where `pg_combinebackup` copies them). Returns the maps that differ.
 pub fn assert_same_backup_except_vm(reference: &Path, ours: &Path, what: &str) -> Vec<PathBuf> {
-    let (a, b) = (backup_contents(reference), backup_contents(ours));
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "{what}: file lists differ"
-    );
-    let mut maps = Vec::new();
-    for (p, bytes) in &a {
-        if bytes != &b[p] {
-            assert!(
-                is_visibility_map(p),
-                "{what}: {} differs (only visibility maps may)",
-                p.display()
-            );
-            maps.push(p.clone());
-        }
+    let maps = differing_files(reference, ours, what);
+    for p in &maps {
+        assert!(
+            is_visibility_map(p),
+            "{what}: {} differs (only visibility maps may)",
+            p.display()
+        );
     }
     maps
 }

@@ -114,7 +114,7 @@ struct RelFiles {
 
 /// Checks every visibility map under `dir`, a plain data directory or plain backup.
 pub fn check_vm(dir: &Path) -> Result<VmCheckReport, VmCheckError> {
-    if dir.join("base.tar").exists() || dir.join("base.tar.gz").exists() {
+    if crate::manifest_check::is_tar_backup(dir) {
         return Err(VmCheckError::TarBackup(dir.to_path_buf()));
     }
     let control = ControlFile::read(&dir.join("global/pg_control"))?;
