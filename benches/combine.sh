@@ -79,12 +79,9 @@ measure_once() {
     rm -rf "$OUT"
     sync
     sleep 3
-    /usr/bin/time -f "%e %U %S %M" "$@" 2>&1 >/dev/null | tail -1 |
-        awk '{printf "%s %.2f %.0f\n", $1, $2 + $3, $4 / 1024}'
+    time_once "$@" | awk '{printf "%s %.2f %.0f\n", $1, $2 + $3, $4 / 1024}'
 }
 
-# Keeps the fastest of several "wall cpu rss" lines.
-best() { sort -n -k1,1 | head -1; }
 same_output() { # [exact]: also the visibility maps
     # Byte-identical files; the manifests differ only in Last-Modified (and, with the repair,
     # in the entries of repaired maps).

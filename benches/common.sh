@@ -18,3 +18,12 @@ fi
 as_server() {
     if [ "$(id -u)" = 0 ]; then runuser -u pgincr-pg -- "$@"; else "$@"; fi
 }
+
+# Runs "$@" once with its output discarded and prints "wall user sys maxrss_kb" as GNU time
+# measures them.
+time_once() {
+    /usr/bin/time -f "%e %U %S %M" "$@" 2>&1 >/dev/null | tail -1
+}
+
+# Keeps the line with the smallest first field (the fastest run) of its input.
+best() { sort -n -k1,1 | head -1; }

@@ -80,16 +80,16 @@ done
 out_lines=$("$BIN/pg_walsummary" "${FILES[@]}" | wc -l)
 out_lines_i=$("$BIN/pg_walsummary" -i "${FILES[@]}" | wc -l)
 
-best() { # best wall time in seconds of $RUNS runs of "$@"
-    local best="" t s e
+best_wall() { # best wall time in seconds of $RUNS runs of "$@"
+    local best_wall="" t s e
     for _ in $(seq "$RUNS"); do
         s=$(date +%s.%N)
         "$@" >/dev/null
         e=$(date +%s.%N)
         t=$(echo "$e - $s" | bc -l)
-        if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t; fi
+        if [ -z "$best_wall" ] || [ "$(echo "$t < $best_wall" | bc -l)" = 1 ]; then best_wall=$t; fi
     done
-    echo "$best"
+    echo "$best_wall"
 }
 
 echo
@@ -100,8 +100,8 @@ echo
 printf "| %-6s | %-16s | %-16s | %-16s | %-16s | %-7s |\n" mode "pg_walsummary s" "pg_walsummary MB/s" "pgincr s" "pgincr MB/s" speedup
 printf "|%s|%s|%s|%s|%s|%s|\n" -------- ------------------ -------------------- ------------------ ------------------ ---------
 for flags in "" "-i" "-q"; do
-    tp=$(best "$BIN/pg_walsummary" $flags "${FILES[@]}")
-    tr=$(best "$PGINCR" summary show $flags "${FILES[@]}")
+    tp=$(best_wall "$BIN/pg_walsummary" $flags "${FILES[@]}")
+    tr=$(best_wall "$PGINCR" summary show $flags "${FILES[@]}")
     mb=$(echo "$total_bytes / 1048576" | bc -l)
     printf "| %-6s | %16.3f | %18.1f | %16.3f | %16.1f | %6.1fx |\n" "${flags:-ranges}" \
         "$tp" "$(echo "$mb / $tp" | bc -l)" "$tr" "$(echo "$mb / $tr" | bc -l)" "$(echo "$tp / $tr" | bc -l)"

@@ -71,15 +71,11 @@ if [ "$ours_n" != "$theirs_n" ]; then
     exit 1
 fi
 
-measure_once() {
-    /usr/bin/time -f "%e %U %S %M" "$@" 2>&1 >/dev/null | tail -1
-}
-best() { sort -n | head -1; }
 
 ours="" theirs=""
 for _ in $(seq "$RUNS"); do
-    theirs+="$(measure_once "$BIN/pg_waldump" --stats -p "$WAL" -s "$START" -e "$END")"$'\n'
-    ours+="$(measure_once "$WALSTATS" "$WAL" "$START" "$END")"$'\n'
+    theirs+="$(time_once "$BIN/pg_waldump" --stats -p "$WAL" -s "$START" -e "$END")"$'\n'
+    ours+="$(time_once "$WALSTATS" "$WAL" "$START" "$END")"$'\n'
 done
 
 echo
