@@ -27,3 +27,25 @@ time_once() {
 
 # Keeps the line with the smallest first field (the fastest run) of its input.
 best() { sort -n -k1,1 | head -1; }
+
+# init_cluster DATA SOCK PORT [CONF_LINE...]: initdb (data checksums, trust, C locale) as the
+# server account and a bench configuration (Unix socket only, WAL summaries on, a large
+# shared_buffers and max_wal_size so checkpoints stay out of the way), plus CONF_LINEs;
+# then starts it, logging to DATA/../server.log.
+init_cluster() {
+    local data=$1 sock=$2 port=$3; shift 3
+    as_server "$BIN/initdb" -D "$data" -U postgres --auth=trust --data-checksums -E UTF8 --locale=C >/dev/null
+    {
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$sock'"
+        echo "port = $port"
+        echo "wal_level = replica"
+        echo "summarize_wal = on"
+        echo "max_wal_senders = 10"
+        echo "shared_buffers = 1GB"
+        echo "max_wal_size = 8GB"
+        echo "checkpoint_timeout = 30min"
+        for line in "$@"; do echo "$line"; done
+    } >>"$data/postgresql.conf"
+    as_server "$BIN/pg_ctl" -D "$data" -l "$(dirname "$data")/server.log" -w start >/dev/null
+}

@@ -148,3 +148,15 @@ pub(crate) async fn check_server(base: &Config, manifest_path: &Path, m: &Manife
     let _ = c.close().await;
     Ok(())
 }
+
+/// The checks an incremental backup on top of `prior_manifest` makes before `BASE_BACKUP`,
+/// for a caller that wants to decide between full and incremental first (the rotation): the
+/// prior manifest is read and verified, and the server is asked whether its WAL summaries
+/// still reach back to that backup. An error whose [`BackupError::failure`] is
+/// [`crate::Failure::NeedsFullBackup`] means a full backup would work where this cannot.
+pub async fn preflight_incremental(conn: &Config, prior_manifest: &Path) -> Result<()> {
+    let (_, m) = read_old_manifest(prior_manifest)?;
+    let mut base = conn.clone();
+    base.apply_process_env();
+    check_server(&base, prior_manifest, &m).await
+}

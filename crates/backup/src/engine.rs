@@ -11,10 +11,10 @@ use tokio::sync::watch;
 
 use crate::checks;
 use crate::error::{BackupError, Refusal, Result};
-use crate::options::{Algorithm, BackupOptions, Format, WalMethod};
+use crate::options::{BackupOptions, Format, WalMethod};
 use crate::sink::{Sink, SinkSetup};
 use crate::staging::Staging;
-use crate::wal::{self, WalSetup, WalStats};
+use crate::wal::{self, WalSetup, WalStats, WalTarget};
 
 /// What a finished backup reports (`--json`).
 #[derive(Clone, Debug, Serialize)]
@@ -34,6 +34,9 @@ pub struct BackupSummary {
     pub duration_seconds: f64,
     /// What the run wants a person to know, such as leftovers of killed runs it removed.
     pub warnings: Vec<String>,
+    /// Plain format: the files as received, checked against the manifest (sizes and
+    /// checksums computed while they were written).
+    pub stream_check: Option<crate::stream_check::StreamCheck>,
 }
 
 /// A cancellation signal: the backup stops when the value becomes `true`.
@@ -109,7 +112,7 @@ struct Tasks {
 
 /// One backup, in the order the protocol dictates: connect and check (before this point
 /// nothing on the server needs cancelling), stream `BASE_BACKUP` into the sink, wait for the
-/// WAL the backup needs, pack it for tar output, and report.
+/// WAL the backup needs (streamed into `pg_wal` or `pg_wal.tar`), and report.
 async fn run_in(
     opts: &BackupOptions,
     mut cancel: CancelSignal,
@@ -126,9 +129,14 @@ async fn run_in(
             .unwrap_or(1),
         n => n,
     };
-    let wal_dir = match opts.format {
-        Format::Plain => staging.dir().join("pg_wal"),
-        Format::Tar => staging.dir().join(".pgincr-wal"),
+    // Plain: segment files in pg_wal. Tar: pg_wal.tar, written as the WAL arrives.
+    let wal_target = match opts.format {
+        Format::Plain => WalTarget::Dir(staging.dir().join("pg_wal")),
+        Format::Tar => WalTarget::Tar {
+            dir: staging.dir().to_path_buf(),
+            compression: opts.compression.unwrap_or_default(),
+            threads,
+        },
     };
     let mut conn = session.conn;
     let cancel_token = conn.cancel_token();
@@ -142,7 +150,7 @@ async fn run_in(
             repl: &session.repl,
             system_identifier: session.sys.system_identifier,
             seg_size: session.seg_size,
-            dir: &wal_dir,
+            target: &wal_target,
             end: end_rx,
         },
         end_tx,
@@ -167,6 +175,22 @@ async fn run_in(
     }
     drop(stream);
     let stats = rx.sink.finish()?;
+    let stream_check = (opts.format == Format::Plain).then(|| {
+        crate::stream_check::check(&staging.dir().join("backup_manifest.tmp"), &stats.sums)
+    });
+    // A backup that differs from the manifest the server sent for it is never put in place.
+    if let Some(c) = stream_check.as_ref().filter(|c| !c.is_ok()) {
+        return Err(BackupError::Other(format!(
+            "the files written do not match the server's manifest ({} problem(s)): {}",
+            c.problems.len(),
+            c.problems
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
     let (Some((start_lsn, start_tli)), Some((end_lsn, _end_tli))) = (rx.start, rx.end) else {
         return Err(BackupError::Other(
             "the server did not report the backup's start and end".into(),
@@ -174,9 +198,6 @@ async fn run_in(
     };
     let wal_bytes = wait_for_wal(tasks, &mut cancel).await?;
     let _ = conn.close().await;
-    if opts.format == Format::Tar && opts.wal == WalMethod::Stream {
-        pack_streamed_wal(opts, staging, &wal_dir, threads).await?;
-    }
     Ok(BackupSummary {
         directory: opts.target.clone(),
         format: match opts.format {
@@ -193,6 +214,7 @@ async fn run_in(
         wal_bytes_streamed: wal_bytes,
         duration_seconds: started.elapsed().as_secs_f64(),
         warnings: Vec::new(),
+        stream_check,
     })
 }
 
@@ -228,6 +250,10 @@ fn new_sink(opts: &BackupOptions, staging: &Staging, threads: usize) -> Sink {
         compression: opts.compression,
         threads,
         direct: opts.direct_io,
+        checksums: match opts.manifest_checksums.as_deref() {
+            None => Some(pgincr_types::checksum::ChecksumType::Crc32c),
+            Some(name) => pgincr_types::checksum::ChecksumType::parse(name),
+        },
     })
 }
 
@@ -236,7 +262,7 @@ struct WalPlan<'a> {
     repl: &'a pgincr_protocol::Config,
     system_identifier: u64,
     seg_size: u64,
-    dir: &'a Path,
+    target: &'a WalTarget,
     /// The backup's end LSN, once the server reports it: where streaming may stop.
     end: watch::Receiver<Option<Lsn>>,
 }
@@ -270,7 +296,7 @@ impl Receive<'_> {
                         start: lsn,
                         tli,
                         seg_size: self.wal.seg_size,
-                        dir: self.wal.dir.to_path_buf(),
+                        target: self.wal.target.clone(),
                         slot: opts.slot.clone(),
                         create_slot: opts.create_slot,
                         no_sync: opts.no_sync,
@@ -336,22 +362,6 @@ async fn wait_for_wal(tasks: &mut Tasks, cancel: &mut CancelSignal) -> Result<u6
     Ok(joined
         .map_err(|e| BackupError::Other(format!("WAL streamer: {e}")))??
         .bytes)
-}
-
-/// With `-F t -X stream`, the streamed segments go into `pg_wal.tar` (gzip-compressed when
-/// the backup is).
-async fn pack_streamed_wal(
-    opts: &BackupOptions,
-    staging: &Staging,
-    wal_dir: &Path,
-    threads: usize,
-) -> Result<()> {
-    let gzip = opts.compression.filter(|c| c.algorithm == Algorithm::Gzip);
-    let dir = staging.dir().to_path_buf();
-    let wd = wal_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::waltar::write(&wd, &dir, gzip, threads))
-        .await
-        .map_err(|e| BackupError::Other(format!("pg_wal.tar task: {e}")))?
 }
 
 /// What the backup needs before `BASE_BACKUP`: the replication connection (with the prior

@@ -154,6 +154,33 @@ fn staging_disk_full(e: &pgincr_io::StagingError) -> bool {
     false
 }
 
+/// Archive errors as the backup reports them: a failed system call names its path (so a
+/// full disk is [`Failure::DiskFull`]), a damaged archive names the archive and the offset.
+impl From<pgincr_archive::ArchiveError> for BackupError {
+    fn from(e: pgincr_archive::ArchiveError) -> BackupError {
+        use pgincr_archive::ArchiveError as A;
+        match e {
+            A::Io { path, source, .. } => BackupError::Io { path, source },
+            A::Read {
+                archive, source, ..
+            } => BackupError::Io {
+                path: archive,
+                source,
+            },
+            A::Malformed {
+                archive,
+                offset,
+                msg,
+            } => BackupError::Archive {
+                archive,
+                offset,
+                msg,
+            },
+            e @ (A::Open(_) | A::Layout(_)) => BackupError::Other(e.to_string()),
+        }
+    }
+}
+
 pub type Result<T, E = BackupError> = std::result::Result<T, E>;
 
 #[cfg(test)]

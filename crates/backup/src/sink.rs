@@ -8,9 +8,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::compress::{self, ArchiveOut};
+use pgincr_archive::compress::{self, ArchiveOut};
+use pgincr_archive::Extractor;
+
 use crate::error::{BackupError, Result};
-use crate::extract::Extractor;
 use crate::options::{Compression, Format};
 use crate::staging::{create_0600, create_writer};
 
@@ -22,16 +23,21 @@ pub(crate) struct SinkSetup {
     pub threads: usize,
     /// Write with direct I/O where possible.
     pub direct: bool,
+    /// Plain format: compute each file's checksum of this kind as it is extracted.
+    pub checksums: Option<pgincr_types::checksum::ChecksumType>,
 }
 
 #[derive(Default, Debug)]
 pub(crate) struct SinkStats {
     pub files: u64,
+    /// With `checksums`: every file received, named as the manifest names it.
+    pub sums: Vec<pgincr_archive::FileSum>,
 }
 
 enum Current {
     None,
-    Extract(Box<Extractor>),
+    /// The extractor and the manifest path prefix of its archive's files.
+    Extract(Box<Extractor>, String),
     Tar(Box<dyn ArchiveOut>, PathBuf),
 }
 
@@ -59,21 +65,28 @@ impl Sink {
         self.cur = match self.setup.format {
             Format::Plain => {
                 let root = root.unwrap_or_else(|| self.setup.dir.clone());
-                Current::Extract(Box::new(Extractor::new(
-                    root,
-                    name,
-                    self.setup.link_map.clone(),
-                    self.setup.direct,
-                )))
+                // The manifest names a tablespace's files pg_tblspc/<oid>/...
+                let prefix = match name.strip_suffix(".tar") {
+                    Some(oid) if !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()) => {
+                        format!("pg_tblspc/{oid}/")
+                    }
+                    _ => String::new(),
+                };
+                let mut x =
+                    Extractor::new(root, name, self.setup.link_map.clone(), self.setup.direct);
+                if let Some(kind) = self.setup.checksums {
+                    x = x.with_checksums(kind);
+                }
+                Current::Extract(Box::new(x), prefix)
             }
             Format::Tar => {
-                let file_name = match self.setup.compression {
-                    Some(c) => format!("{name}{}", c.suffix()),
-                    None => name,
-                };
-                let path = self.setup.dir.join(file_name);
+                let compression = self.setup.compression.unwrap_or_default();
+                let path = self
+                    .setup
+                    .dir
+                    .join(format!("{name}{}", compression.suffix()));
                 let f = create_writer(&path, self.setup.direct, u64::MAX)?;
-                let out = compress::open(f, self.setup.compression, self.setup.threads)
+                let out = compress::open(f, compression, self.setup.threads)
                     .map_err(|e| BackupError::io(&path, e))?;
                 Current::Tar(out, path)
             }
@@ -83,7 +96,7 @@ impl Sink {
 
     pub fn data(&mut self, b: &[u8]) -> Result<()> {
         match &mut self.cur {
-            Current::Extract(x) => x.feed(b),
+            Current::Extract(x, _) => Ok(x.feed(b)?),
             Current::Tar(out, path) => out.write(b).map_err(|e| BackupError::io(path.as_path(), e)),
             Current::None => Err(BackupError::Other("archive data before any archive".into())),
         }
@@ -106,14 +119,20 @@ impl Sink {
     fn end_archive(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.cur, Current::None) {
             Current::None => Ok(()),
-            Current::Extract(mut x) => {
+            Current::Extract(mut x, prefix) => {
                 x.finish()?;
                 self.stats.files += x.files;
+                self.stats
+                    .sums
+                    .extend(x.take_sums().into_iter().map(|mut s| {
+                        s.name.insert_str(0, &prefix);
+                        s
+                    }));
                 Ok(())
             }
             Current::Tar(out, path) => {
                 self.stats.files += 1;
-                out.finish().map_err(|e| BackupError::io(path, e))
+                out.finish().map(drop).map_err(|e| BackupError::io(path, e))
             }
         }
     }

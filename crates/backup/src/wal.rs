@@ -1,6 +1,7 @@
 //! `-X stream`: a second replication connection receives WAL while the backup runs and writes
 //! full-size segment files, with `archive_status/<segment>.done` for each completed one, as
-//! pg_basebackup does.
+//! pg_basebackup does: into the `pg_wal` directory (plain format), or straight into
+//! `pg_wal.tar` (tar format, see `waltar`).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -14,6 +15,20 @@ use tokio::sync::watch;
 
 use crate::error::{BackupError, Result};
 use crate::staging::mkdir_0700;
+use crate::waltar::WalTar;
+
+/// Where streamed WAL goes.
+#[derive(Clone, Debug)]
+pub(crate) enum WalTarget {
+    /// Segment files in this `pg_wal` directory.
+    Dir(PathBuf),
+    /// `pg_wal.tar` in this directory, gzip-compressed if `compression` is gzip.
+    Tar {
+        dir: PathBuf,
+        compression: pgincr_archive::Compression,
+        threads: usize,
+    },
+}
 
 pub(crate) struct WalSetup {
     /// Replication connection settings, environment already applied.
@@ -22,8 +37,7 @@ pub(crate) struct WalSetup {
     pub start: Lsn,
     pub tli: TimeLineId,
     pub seg_size: u64,
-    /// The `pg_wal` directory to fill.
-    pub dir: PathBuf,
+    pub target: WalTarget,
     pub slot: Option<String>,
     pub create_slot: bool,
     pub no_sync: bool,
@@ -35,9 +49,10 @@ pub(crate) struct WalStats {
     pub bytes: u64,
 }
 
-/// Writes streamed WAL into segment files.
+/// Writes streamed WAL into segment files, or into `pg_wal.tar` when `tar` is set.
 struct Segments {
     dir: PathBuf,
+    tar: Option<WalTar>,
     seg_size: u64,
     tli: TimeLineId,
     cur: Option<(u64, File, PathBuf)>,
@@ -71,6 +86,21 @@ impl Segments {
         while !data.is_empty() {
             let segno = self.written.segment(self.seg_size);
             let off = self.written.segment_offset(self.seg_size);
+            let n = ((self.seg_size - off) as usize).min(data.len());
+            if let Some(t) = self.tar.as_mut() {
+                let (now, rest) = data.split_at_checked(n).unwrap_or((data, &[]));
+                t.write(segno, off, now)?;
+                self.written = Lsn(self.written.0 + n as u64);
+                self.stats.bytes += n as u64;
+                data = rest;
+                if off + n as u64 == self.seg_size {
+                    t.complete()?;
+                    // Durable with the rest of the backup, at its commit.
+                    self.flushed = self.written;
+                    self.stats.segments += 1;
+                }
+                continue;
+            }
             if self.cur.as_ref().map(|c| c.0) != Some(segno) {
                 let name = segment_file_name(self.tli, segno, self.seg_size);
                 let path = self.dir.join(&name);
@@ -86,7 +116,6 @@ impl Segments {
                     .map_err(|e| BackupError::io(&path, e))?;
                 self.cur = Some((segno, f, path));
             }
-            let n = ((self.seg_size - off) as usize).min(data.len());
             let (now, rest) = data.split_at_checked(n).unwrap_or((data, &[]));
             if let Some((_, f, path)) = self.cur.as_ref() {
                 f.write_all_at(now, off)
@@ -136,7 +165,20 @@ pub(crate) async fn stream(
     setup: WalSetup,
     mut end: watch::Receiver<Option<Lsn>>,
 ) -> Result<WalStats> {
-    mkdir_0700(&setup.dir.join("archive_status"))?;
+    let (dir, mut tar) = match &setup.target {
+        WalTarget::Dir(dir) => {
+            mkdir_0700(&dir.join("archive_status"))?;
+            (dir.clone(), None)
+        }
+        WalTarget::Tar {
+            dir,
+            compression,
+            threads,
+        } => {
+            let t = WalTar::create(dir, *compression, *threads, setup.seg_size, setup.tli)?;
+            (dir.clone(), Some(t))
+        }
+    };
     let mut conn = Connection::connect(&setup.conn.resolve()?).await?;
     let sys = conn.identify_system().await?;
     if sys.system_identifier != setup.system_identifier {
@@ -153,14 +195,17 @@ pub(crate) async fn stream(
     }
     if setup.tli.0 > 1 {
         let (name, content) = conn.timeline_history(setup.tli).await?;
-        let p = setup.dir.join(&name);
-        std::fs::write(&p, &content).map_err(|e| BackupError::io(&p, e))?;
-        touch(
-            &setup
-                .dir
-                .join("archive_status")
-                .join(format!("{}.done", history_file_name(setup.tli))),
-        )?;
+        if let Some(t) = tar.as_mut() {
+            // The name is ours, not the server's: it becomes a member name.
+            t.history(&history_file_name(setup.tli), &content)?;
+        } else {
+            let p = dir.join(&name);
+            std::fs::write(&p, &content).map_err(|e| BackupError::io(&p, e))?;
+            touch(
+                &dir.join("archive_status")
+                    .join(format!("{}.done", history_file_name(setup.tli))),
+            )?;
+        }
     }
     let slot = match &setup.slot {
         Some(s) => {
@@ -177,7 +222,8 @@ pub(crate) async fn stream(
     };
     let seg_start = Lsn(setup.start.0 - setup.start.segment_offset(setup.seg_size));
     let mut segs = Segments {
-        dir: setup.dir.clone(),
+        dir,
+        tar,
         seg_size: setup.seg_size,
         tli: setup.tli,
         cur: None,
@@ -232,6 +278,9 @@ pub(crate) async fn stream(
             f.sync_all().map_err(|e| BackupError::io(&path, e))?;
         }
     }
+    if let Some(t) = segs.tar.take() {
+        t.finish()?;
+    }
     let _ = conn.close().await;
     Ok(segs.stats)
 }
@@ -247,6 +296,7 @@ mod tests {
         let seg = 1u64 << 20;
         let mut s = Segments {
             dir: d.path().into(),
+            tar: None,
             seg_size: seg,
             tli: TimeLineId(1),
             cur: None,

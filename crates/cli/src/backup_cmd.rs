@@ -196,7 +196,7 @@ fn options(a: &Flags) -> anyhow::Result<BackupOptions> {
 }
 
 /// pg_basebackup-style progress on stderr, at most five times a second.
-fn progress_printer() -> pgincr_backup::ProgressFn {
+pub(crate) fn progress_printer() -> pgincr_backup::ProgressFn {
     let last = Mutex::new(Instant::now() - Duration::from_secs(1));
     Arc::new(move |done: u64, total: Option<u64>| {
         let Ok(mut l) = last.lock() else { return };

@@ -5,8 +5,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod archive_cmd;
 mod backup_cmd;
 mod combine_cmd;
+mod restore_cmd;
+mod rotation_cmd;
 mod summary_cmd;
 mod verify_cmd;
 
@@ -35,6 +38,25 @@ enum Command {
     Summary(summary_cmd::Command),
     /// Verify a backup against its manifest, or check visibility maps, offline.
     Verify(verify_cmd::Args),
+    /// One step of the rotation: a full or incremental backup into the repository, then
+    /// retention, WAL cleanup, report and notifications (exit 0 done, 1 failed, 2 usage,
+    /// 3 another run holds the lock).
+    Run(rotation_cmd::RunArgs),
+    /// Rounds, backups, repository size and the recoverable window (text, JSON, Prometheus).
+    Info(rotation_cmd::InfoArgs),
+    /// Check the server and the repository before the first run, each failure with its fix.
+    Check(rotation_cmd::CheckArgs),
+    /// Restore a backup chain from the repository into a data directory, with point-in-time
+    /// recovery settings; optionally start it.
+    Restore(Box<restore_cmd::RestoreArgs>),
+    /// Test a restore: restore into a throwaway server, check it, record RTO and RPO.
+    Drill(Box<restore_cmd::DrillArgs>),
+    /// Archive one WAL file into the WAL archive (for archive_command).
+    ArchivePush(archive_cmd::PushArgs),
+    /// Restore one WAL file from the WAL archive (for restore_command).
+    ArchiveGet(archive_cmd::GetArgs),
+    /// Show the WAL archive's segments per timeline, its gaps, and how far recovery can get.
+    ArchiveCheck(archive_cmd::CheckArgs),
 }
 
 fn main() {
@@ -45,6 +67,14 @@ fn main() {
         Command::Combine(args) => combine_cmd::run(args),
         Command::Summary(cmd) => summary_cmd::run(cmd),
         Command::Verify(args) => verify_cmd::run(args),
+        Command::Run(args) => rotation_cmd::run(args),
+        Command::Info(args) => rotation_cmd::info(args),
+        Command::Check(args) => rotation_cmd::check(args),
+        Command::Restore(args) => restore_cmd::restore(*args),
+        Command::Drill(args) => restore_cmd::drill(*args),
+        Command::ArchivePush(args) => archive_cmd::push(args),
+        Command::ArchiveGet(args) => archive_cmd::get(args),
+        Command::ArchiveCheck(args) => archive_cmd::check(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -82,6 +112,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The HTTP client logs request lines with the whole URL, and a webhook URL carries its
+    // token: it is never logged, whatever RUST_LOG says (pgincr-notify logs redacted URLs).
+    let filter = match "ureq=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -331,8 +331,7 @@ fn extract(tar_backup: &Path, plain: &Path) {
             oid => plain.join("pg_tblspc").join(oid),
         };
         std::fs::create_dir_all(&dest).unwrap();
-        let f = std::fs::File::open(&p).unwrap();
-        tar::Archive::new(f).unpack(&dest).unwrap();
+        pgincr_archive::unpack(&p, &dest).unwrap();
     }
     // The server sends an empty tablespace_map (in-place tablespaces get no line); a plain
     // backup has none, and pgincr combine leaves it out.

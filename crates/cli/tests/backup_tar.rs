@@ -11,8 +11,6 @@
     clippy::indexing_slicing
 )]
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
@@ -25,20 +23,6 @@ fn pgincr(c: &Cluster) -> Command {
 }
 
 const DIGEST: &str = "SELECT md5(string_agg(a::text || b, ',' ORDER BY a)) FROM t";
-
-fn reader(path: &Path) -> Box<dyn Read> {
-    let f = File::open(path).unwrap();
-    let name = path.to_string_lossy();
-    if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else if name.ends_with(".lz4") {
-        Box::new(lz4_flex::frame::FrameDecoder::new(f))
-    } else if name.ends_with(".zst") {
-        Box::new(zstd::stream::read::Decoder::new(f).unwrap())
-    } else {
-        Box::new(f)
-    }
-}
 
 /// Turns a tar-format backup into a plain one: base.tar into the root, pg_wal.tar into pg_wal.
 fn extract(tar_dir: &Path, out: &Path) {
@@ -56,7 +40,7 @@ fn extract(tar_dir: &Path, out: &Path) {
             panic!("unexpected file {name} in tar backup");
         };
         std::fs::create_dir_all(&dest).unwrap();
-        tar::Archive::new(reader(&e.path())).unpack(&dest).unwrap();
+        pgincr_archive::unpack(&e.path(), &dest).unwrap();
     }
 }
 

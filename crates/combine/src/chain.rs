@@ -2,6 +2,7 @@
 //! `check_control_files`, `check_backup_label_files` and `load_backup_manifests`, in that
 //! order), plus the checks pgincr adds: every backup has a manifest and one cluster geometry.
 
+use crate::archive::TarIndexExt as _;
 use crate::archive::{self, TarIndex};
 use crate::copy::Source;
 use crate::error::{CombineError, Result};

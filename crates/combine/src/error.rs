@@ -101,6 +101,50 @@ pub enum CombineErrorKind {
     Internal,
 }
 
+/// Archive errors as combine reports them: a damaged archive is a damaged input backup, a
+/// spill file that cannot be written for lack of space is a full disk.
+impl From<pgincr_archive::ArchiveError> for CombineError {
+    fn from(e: pgincr_archive::ArchiveError) -> CombineError {
+        use pgincr_archive::ArchiveError as A;
+        match e {
+            A::Io {
+                context,
+                path,
+                source,
+            } => CombineError::io(context, path)(source),
+            // Only the write to the spill file can run out of space.
+            A::Read {
+                archive,
+                spill: Some(path),
+                source,
+            } if is_out_of_space(&source) => CombineError::DiskFull {
+                message: format!(
+                    "backup \"{}\": could not read the archive: {source}",
+                    archive.display()
+                ),
+                path,
+                source,
+            },
+            A::Read {
+                archive, source, ..
+            } => CombineError::Input {
+                backup: archive,
+                message: format!("could not read the archive: {source}"),
+            },
+            A::Malformed {
+                archive,
+                offset,
+                msg,
+            } => CombineError::Input {
+                backup: PathBuf::from(archive),
+                message: format!("could not read the archive: {msg} (at byte {offset})"),
+            },
+            A::Open(e) => CombineError::Metadata(e),
+            A::Layout(m) => CombineError::Damaged(m),
+        }
+    }
+}
+
 impl CombineError {
     /// A constructor for [`CombineError::Io`], for `map_err`; a lack of space becomes
     /// [`CombineError::DiskFull`] with the same message.

@@ -1,6 +1,7 @@
 //! Rebuilding one relation segment from the final backup's `INCREMENTAL.<name>` and the older
 //! backups (`reconstruct_from_incremental_file`, format reference 16 step 9).
 
+use crate::archive::TarIndexExt as _;
 use crate::chain::{Backup, Chain, Layout};
 use crate::copy::{self, Source};
 use crate::error::{CombineError, Result};

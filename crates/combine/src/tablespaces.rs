@@ -1,5 +1,6 @@
 //! Tablespaces of the final backup (`scan_for_existing_tablespaces`).
 
+use crate::archive::TarIndexExt as _;
 use crate::archive::{parse_tablespace_map, Part, TarIndex};
 use crate::error::{CombineError, Result};
 use crate::options::{canonicalize_path, TablespaceMapping};

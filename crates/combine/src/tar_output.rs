@@ -7,7 +7,7 @@
 //! extra disk space needed is one file at a time, not a second copy of the backup.
 
 use crate::error::{CombineError, Result};
-use pgincr_io::SeqWriter;
+use pgincr_archive::{compress, Compression, TarBuilder};
 use pgincr_types::checksum::{Checksum, ChecksumType, Checksummer};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -157,18 +157,18 @@ impl Packer<'_> {
         })
     }
 
-    fn archive(&self, name: &str) -> Result<tar::Builder<SeqWriter>> {
+    fn archive(&self, name: &str) -> Result<TarBuilder> {
         let path = self.out.join(name);
         let f = crate::copy::create_output(&path, self.file_mode, self.direct, u64::MAX)?;
-        let mut b = tar::Builder::new(f);
-        b.mode(tar::HeaderMode::Complete);
-        Ok(b)
+        let out = compress::open(f, Compression::None, 1)
+            .map_err(CombineError::io("could not write file", &path))?;
+        Ok(TarBuilder::new(out))
     }
 
-    fn finish(&self, b: tar::Builder<SeqWriter>, name: &str) -> Result<()> {
+    fn finish(&self, b: TarBuilder, name: &str) -> Result<()> {
         let path = self.out.join(name);
         let io = CombineError::io("could not write file", &path);
-        let file = b.into_inner().and_then(SeqWriter::finish).map_err(io)?;
+        let file = b.finish().map_err(io)?;
         if !self.no_sync {
             file.sync_all()
                 .map_err(CombineError::io("could not fsync file", &path))?;
@@ -176,61 +176,31 @@ impl Packer<'_> {
         Ok(())
     }
 
-    fn header(&self, size: u64, mtime: i64, mode: u32, kind: tar::EntryType) -> tar::Header {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(size);
-        h.set_mtime(mtime.max(0) as u64);
-        h.set_mode(mode);
-        h.set_entry_type(kind);
-        // As the server writes them (format reference 13.4).
-        let _ = h.set_username("postgres");
-        let _ = h.set_groupname("postgres");
-        h
-    }
-
     /// Appends a produced file, then deletes it from the plain tree.
-    fn append_file(
-        &self,
-        b: &mut tar::Builder<SeqWriter>,
-        f: &Produced,
-        name: &Path,
-    ) -> Result<()> {
-        let src = File::open(&f.file).map_err(CombineError::io("could not open file", &f.file))?;
-        let mut h = self.header(
+    fn append_file(&self, b: &mut TarBuilder, f: &Produced, name: &Path) -> Result<()> {
+        let mut src =
+            File::open(&f.file).map_err(CombineError::io("could not open file", &f.file))?;
+        b.append_file(
+            name.as_os_str().as_bytes(),
+            &mut src,
             f.entry.size,
-            f.entry.mtime,
             self.file_mode,
-            tar::EntryType::Regular,
-        );
-        b.append_data(&mut h, name, src)
-            .map_err(CombineError::io("could not archive file", &f.file))?;
+            f.entry.mtime.max(0) as u64,
+        )
+        .map_err(CombineError::io("could not archive file", &f.file))?;
         std::fs::remove_file(&f.file).map_err(CombineError::io("could not remove file", &f.file))
     }
 
-    fn append_bytes(
-        &self,
-        b: &mut tar::Builder<SeqWriter>,
-        name: &str,
-        data: &[u8],
-        mtime: i64,
-    ) -> Result<()> {
-        let mut h = self.header(
-            data.len() as u64,
-            mtime,
-            self.file_mode,
-            tar::EntryType::Regular,
-        );
-        b.append_data(&mut h, name, data).map_err(CombineError::io(
-            "could not archive file",
-            self.out.join(name),
-        ))
+    fn append_bytes(&self, b: &mut TarBuilder, name: &str, data: &[u8], mtime: i64) -> Result<()> {
+        b.append_bytes(name.as_bytes(), data, self.file_mode, mtime.max(0) as u64)
+            .map_err(CombineError::io(
+                "could not archive file",
+                self.out.join(name),
+            ))
     }
 
-    fn append_dir(&self, b: &mut tar::Builder<SeqWriter>, rel: &Path) -> Result<()> {
-        let mut h = self.header(0, 0, self.dir_mode, tar::EntryType::Directory);
-        let mut name = rel.as_os_str().as_bytes().to_vec();
-        name.push(b'/');
-        b.append_data(&mut h, std::ffi::OsStr::from_bytes(&name), std::io::empty())
+    fn append_dir(&self, b: &mut TarBuilder, rel: &Path) -> Result<()> {
+        b.append_dir(rel.as_os_str().as_bytes(), self.dir_mode, 0)
             .map_err(CombineError::io("could not archive directory", rel))
     }
 }

@@ -19,7 +19,6 @@ use pgincr_testkit::{
     assert_same_backup, assert_same_backup_except_vm, manifest_without_mtimes, run, scratch,
     Cluster, Major,
 };
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const CHECK: &str = "SELECT count(*), sum(abalance) FROM pgbench_accounts";
@@ -36,16 +35,6 @@ fn extract(tar_backup: &Path, plain: &Path) {
             continue;
         }
         let stem = name.split('.').next().unwrap().to_string();
-        let file = std::fs::File::open(&p).unwrap();
-        let reader: Box<dyn Read> = if name.ends_with(".gz") {
-            Box::new(flate2::read::MultiGzDecoder::new(file))
-        } else if name.ends_with(".lz4") {
-            Box::new(lz4_flex::frame::FrameDecoder::new(file))
-        } else if name.ends_with(".zst") {
-            Box::new(zstd::stream::read::Decoder::new(file).unwrap())
-        } else {
-            Box::new(file)
-        };
         let dest = match stem.as_str() {
             "base" => plain.to_path_buf(),
             "pg_wal" => plain.join("pg_wal"),
@@ -57,7 +46,7 @@ fn extract(tar_backup: &Path, plain: &Path) {
             }
         };
         std::fs::create_dir_all(&dest).unwrap();
-        tar::Archive::new(reader).unpack(&dest).unwrap();
+        pgincr_archive::unpack(&p, &dest).unwrap();
     }
     // pgincr turns tablespace_map into symlinks; so does this extraction.
     let _ = std::fs::remove_file(plain.join("tablespace_map"));
@@ -285,9 +274,11 @@ fn compress_archives(dir: &Path, method: &str) {
             if method == "lz4" { "lz4" } else { "zst" }
         ));
         let bytes = if method == "lz4" {
-            let mut w = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            let mut w = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
             std::io::Write::write_all(&mut w, &data).unwrap();
-            w.finish().unwrap()
+            let (bytes, r) = w.finish();
+            r.unwrap();
+            bytes
         } else {
             zstd::stream::encode_all(&data[..], 3).unwrap()
         };

@@ -26,4 +26,4 @@ pub use durable::{
 };
 pub use read_file::ReadFile;
 pub use seq_writer::{SeqWriter, DIRECT_MIN};
-pub use staging::{crash_point, Leftover, Staging, StagingError};
+pub use staging::{crash_point, sweep_leftovers, Leftover, Staging, StagingError};

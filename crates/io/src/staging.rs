@@ -476,6 +476,65 @@ pub fn scratch_dir(target: &Path, kind: &str) -> Result<(PathBuf, Vec<Leftover>)
     Ok((parent.join(n), removed))
 }
 
+/// Removes every leftover of a killed run directly in `parent`, whatever target it was for:
+/// staging directories (`.<name>.pgincr-partial-<pid>`), claim files and scratch directories
+/// (`.<name>.pgincr-<kind>-<pid>`) whose process is gone. Those of live processes are left
+/// alone. For a directory that receives many targets under different names (a repository's
+/// `backups/`, one name per backup), where the run after a killed one writes another name and
+/// [`Staging::add`] would never see the leftover.
+pub fn sweep_leftovers(parent: &Path) -> Result<Vec<Leftover>, StagingError> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(io_err("could not read directory", parent)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(io_err("could not read directory", parent))?;
+        let file_name = e.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        let Some((_, tail)) = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".pgincr-"))
+        else {
+            continue;
+        };
+        let Some((kind, pid)) = tail.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_lowercase()) {
+            continue;
+        }
+        let path = e.path();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        let marker = if is_dir {
+            path.join(MARKER)
+        } else {
+            path.clone()
+        };
+        let owner = Owner::read(&marker).unwrap_or_else(|| Owner::from_pid(pid));
+        let owner = Owner { pid, ..owner };
+        if owner.alive() {
+            continue;
+        }
+        if is_dir {
+            fs::remove_dir_all(&path).map_err(io_err("could not remove", &path))?;
+        } else {
+            fs::remove_file(&path).map_err(io_err("could not remove", &path))?;
+        }
+        removed.push(Leftover { path, pid });
+    }
+    if !removed.is_empty() {
+        sync_dir(parent)?;
+    }
+    Ok(removed)
+}
+
 /// The directories `.<name><infix><pid>` in `parent`, with the PID in each name.
 fn leftovers(
     parent: &Path,
@@ -723,6 +782,35 @@ pub fn crash_point(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_removes_dead_leftovers_of_any_target() {
+        let d = tempfile::tempdir().unwrap();
+        let dead = d
+            .path()
+            .join(".2025-01-23-050002_INCR_3.pgincr-partial-3000000000");
+        fs::create_dir(&dead).unwrap();
+        fs::write(dead.join("base"), b"x").unwrap();
+        let scratch = d.path().join(".b.pgincr-wal-3000000001");
+        fs::create_dir(&scratch).unwrap();
+        let claim = d.path().join(".ts.pgincr-claim-3000000002");
+        fs::write(&claim, b"pid 3000000002\n").unwrap();
+        let live = d
+            .path()
+            .join(format!(".c.pgincr-partial-{}", std::process::id()));
+        fs::create_dir(&live).unwrap();
+        fs::create_dir(d.path().join("2025-01-23-050002_FULL_0")).unwrap();
+        fs::create_dir(d.path().join(".hidden-but-ours")).unwrap();
+        let removed = sweep_leftovers(d.path()).unwrap();
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(!dead.exists() && !scratch.exists() && !claim.exists());
+        assert!(live.exists());
+        assert!(d.path().join("2025-01-23-050002_FULL_0").exists());
+        assert!(d.path().join(".hidden-but-ours").exists());
+        assert!(sweep_leftovers(&d.path().join("missing"))
+            .unwrap()
+            .is_empty());
+    }
 
     fn names(d: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(d)

@@ -124,6 +124,22 @@ pub struct Event {
     pub reason: String,
 }
 
+/// One restore test (`pgincr drill`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    pub time: i64,
+    pub ok: bool,
+    /// The newest backup of the chain restored.
+    pub backup: String,
+    pub rto_secs: f64,
+    pub restore_secs: f64,
+    pub recovery_secs: f64,
+    pub rpo_secs: Option<f64>,
+    pub reached_lsn: Option<String>,
+    pub failed_checks: Vec<String>,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {
     pub format_version: u32,
@@ -131,6 +147,9 @@ pub struct Catalog {
     pub backups: Vec<BackupRecord>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Restore tests, oldest first (the newest 100).
+    #[serde(default)]
+    pub drills: Vec<DrillRecord>,
 }
 
 impl Default for Catalog {
@@ -139,6 +158,7 @@ impl Default for Catalog {
             format_version: CATALOG_FORMAT_VERSION,
             backups: Vec::new(),
             events: Vec::new(),
+            drills: Vec::new(),
         }
     }
 }
@@ -205,6 +225,26 @@ impl Catalog {
 
     pub fn newest(&self) -> Option<&BackupRecord> {
         self.backups.last()
+    }
+
+    /// `name` and its ancestors back to their full backup, oldest first; `None` when a link
+    /// is missing (the backup cannot be restored).
+    pub fn chain(&self, name: &str) -> Option<Vec<&BackupRecord>> {
+        let mut chain = Vec::new();
+        let mut cur = self.get(name)?;
+        loop {
+            chain.push(cur);
+            match (&cur.kind, &cur.parent) {
+                (BackupKind::Full, _) => break,
+                (BackupKind::Incremental, Some(p)) => cur = self.get(p)?,
+                (BackupKind::Incremental, None) => return None,
+            }
+            if chain.len() > self.backups.len() {
+                return None;
+            }
+        }
+        chain.reverse();
+        Some(chain)
     }
 
     /// Incrementals whose parent is not in the catalog: they cannot be restored.
@@ -274,12 +314,13 @@ impl Catalog {
             };
             found.push((
                 name,
-                read_backup(storage, &format!("{dir}/{}", e.name), &e.name)?,
+                read_backup_facts(storage, &format!("{dir}/{}", e.name), &e.name)?,
             ));
         }
         found.sort_by_key(|(n, _)| *n);
         let mut cat = Catalog {
             events: previous.map(|p| p.events.clone()).unwrap_or_default(),
+            drills: previous.map(|p| p.drills.clone()).unwrap_or_default(),
             ..Catalog::default()
         };
         let mut round = 0u32;
@@ -349,6 +390,40 @@ impl Catalog {
     }
 }
 
+/// A backup directory anywhere (not in a repository) as a record: its facts from
+/// backup_label and backup_manifest, named by the directory, without a parent.
+pub fn record_from_dir(dir: &std::path::Path) -> Result<BackupRecord, CatalogError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    let parent = dir.parent().unwrap_or(std::path::Path::new("/"));
+    let storage = crate::storage::LocalDir::new(parent);
+    let f = read_backup_facts(&storage, &name, &name)?;
+    Ok(BackupRecord {
+        name,
+        kind: if f.incremental_from.is_some() {
+            BackupKind::Incremental
+        } else {
+            BackupKind::Full
+        },
+        origin: Origin::Server,
+        parent: None,
+        round: 1,
+        index: 0,
+        start_lsn: f.start_lsn,
+        end_lsn: f.end_lsn,
+        timeline: f.start_tli,
+        system_identifier: f.system_identifier,
+        start_time: 0,
+        end_time: None,
+        bytes: f.bytes,
+        files: f.files,
+        duration_secs: None,
+        verification: Verification::NotVerified,
+    })
+}
+
 /// The names of `last`'s chain back to its full, oldest first, among `earlier`.
 fn chain(earlier: &[(BackupName, DiskFacts)], last: &str) -> Vec<String> {
     let mut out = vec![last.to_string()];
@@ -372,11 +447,11 @@ fn chain(earlier: &[(BackupName, DiskFacts)], last: &str) -> Vec<String> {
     out
 }
 
-struct DiskFacts {
-    start_lsn: Lsn,
-    start_tli: TimeLineId,
+pub(crate) struct DiskFacts {
+    pub(crate) start_lsn: Lsn,
+    pub(crate) start_tli: TimeLineId,
     incremental_from: Option<(Lsn, TimeLineId)>,
-    end_lsn: Lsn,
+    pub(crate) end_lsn: Lsn,
     system_identifier: Option<u64>,
     bytes: u64,
     files: u64,
@@ -384,7 +459,11 @@ struct DiskFacts {
 }
 
 /// Facts of one backup directory from its backup_label and backup_manifest.
-fn read_backup(storage: &dyn Storage, dir: &str, name: &str) -> Result<DiskFacts, CatalogError> {
+pub(crate) fn read_backup_facts(
+    storage: &dyn Storage,
+    dir: &str,
+    name: &str,
+) -> Result<DiskFacts, CatalogError> {
     let bad = |message: String| CatalogError::Backup {
         name: name.to_string(),
         message,
@@ -417,7 +496,11 @@ fn read_backup(storage: &dyn Storage, dir: &str, name: &str) -> Result<DiskFacts
         incremental_from,
         end_lsn: last.end,
         system_identifier: manifest.system_identifier,
-        bytes: manifest.files.values().map(|f| f.size).sum(),
+        // What the backup takes in the repository (compressed and incremental files are
+        // smaller than the manifest's sizes).
+        bytes: storage
+            .size(dir)
+            .unwrap_or_else(|_| manifest.files.values().map(|f| f.size).sum()),
         files: manifest.files.len() as u64,
         label_read: label.is_some(),
     })
@@ -552,8 +635,13 @@ mod tests {
         );
         let b = &c.backups[1];
         assert_eq!(
-            (b.start_lsn, b.end_lsn, b.timeline, b.files, b.bytes),
-            (Lsn(0x4000028), Lsn(0x4000100), TimeLineId(1), 1, 3)
+            (b.start_lsn, b.end_lsn, b.timeline, b.files),
+            (Lsn(0x4000028), Lsn(0x4000100), TimeLineId(1), 1)
+        );
+        // What the backup takes on disk, not the manifest's sum.
+        assert_eq!(
+            b.bytes,
+            s.size(&format!("main/backups/{}", b.name)).unwrap()
         );
         assert_eq!(b.system_identifier, Some(7_000_000_000_000_000_001));
         assert!(c.missing_parents().is_empty());

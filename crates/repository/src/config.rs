@@ -67,6 +67,52 @@ pub struct ServerConfig {
     pub pg_bin: Option<PathBuf>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// pg_basebackup's `-c`: "spread" (default, gentle on the server) or "fast".
+    #[serde(default)]
+    pub checkpoint: CheckpointMode,
+    /// Warn in `pgincr info` when the newest backup is older than this ("26h").
+    #[serde(default, deserialize_with = "de_duration")]
+    pub warn_backup_age: Option<u64>,
+    /// Warn in `pgincr info` when the newest archived WAL is older than this ("1h").
+    #[serde(default, deserialize_with = "de_duration")]
+    pub warn_wal_age: Option<u64>,
+    /// Whether `pgincr run` ends with a restore test: "off" (default), "after-round" (when
+    /// the run completed a round) or "every-run".
+    #[serde(default)]
+    pub drill: DrillMode,
+    /// SQL a drill's recovered cluster must answer with true (`[[server.NAME.drill_check]]`).
+    #[serde(default)]
+    pub drill_check: Vec<DrillCheck>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrillMode {
+    #[default]
+    Off,
+    AfterRound,
+    EveryRun,
+}
+
+/// `[[server.NAME.drill_check]]`: `sql` must return true in `database`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheck {
+    #[serde(default = "default_database")]
+    pub database: String,
+    pub sql: String,
+}
+
+fn default_database() -> String {
+    "postgres".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointMode {
+    #[default]
+    Spread,
+    Fast,
 }
 
 fn default_max_incrementals() -> u32 {

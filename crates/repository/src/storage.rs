@@ -53,6 +53,10 @@ pub trait Storage {
     /// Total bytes of the files under `path` (a file's own size for a file).
     fn size(&self, path: &str) -> Result<u64, StorageError>;
     fn exists(&self, path: &str) -> Result<bool, StorageError>;
+    /// Where `path` is on the local file system, for the engines that read and write
+    /// directories (backup, combine, verify). `None` for a remote store, where the rotation
+    /// must stage locally and upload (not implemented yet).
+    fn local_path(&self, path: &str) -> Option<PathBuf>;
 }
 
 /// A repository in a local directory.
@@ -149,7 +153,9 @@ impl Storage for LocalDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        // A name `pgincr_io::sweep_leftovers` recognises, so a killed run's temporary file is
+        // removed by the next run.
+        let tmp = dir.join(format!(".{name}.pgincr-tmp-{}", std::process::id()));
         let result = (|| {
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -208,6 +214,10 @@ impl Storage for LocalDir {
             Ok(total)
         }
         walk(&self.resolve(path)?)
+    }
+
+    fn local_path(&self, path: &str) -> Option<PathBuf> {
+        self.resolve(path).ok()
     }
 
     fn exists(&self, path: &str) -> Result<bool, StorageError> {

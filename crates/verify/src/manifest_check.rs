@@ -14,8 +14,12 @@
 //! xlogreader (page headers, record lengths, the `xl_prev` chain, CRC-32C), with
 //! `pgincr-wal` instead of a child process.
 //!
-//! Not yet here: tar-format backups (with the archive layer).
+//! Tar-format backups (`base.tar`, `<oid>.tar`, `pg_wal.tar`, plain or compressed) are
+//! read by [`crate::tar_check`], as PostgreSQL 18's `pg_verifybackup` reads them, plus the WAL
+//! inside `pg_wal.tar`. With data checksums on, the pages of relation files are checked too
+//! ([`crate::page_check`]).
 
+use crate::page_check::{self, FilePages, PageGeometry, PageProblem, RelationFile};
 use pgincr_io::{AlignedBuf, ReadFile};
 use pgincr_types::checksum::{ChecksumType, Checksummer};
 use pgincr_types::manifest::{Manifest, ManifestFile};
@@ -34,11 +38,11 @@ pub enum VerifyError {
         path: PathBuf,
         source: pgincr_types::manifest::ManifestError,
     },
-    #[error(
-        "\"{0}\" holds tar archives: this verification reads plain backups; extract them first \
-         (or use PostgreSQL 18's pg_verifybackup -n)"
-    )]
-    TarBackup(PathBuf),
+    #[error("could not open directory \"{path}\": {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("could not start worker threads: {0}")]
     Threads(String),
 }
@@ -61,6 +65,9 @@ pub enum ProblemKind {
     ControlFile,
     /// The WAL a range of the manifest needs is missing or does not parse.
     Wal,
+    /// A data page of a relation file fails its checksum or header check (not a
+    /// `pg_verifybackup` check: `pg_checksums`').
+    Page,
 }
 
 /// One problem, as `pg_verifybackup` words it.
@@ -70,6 +77,52 @@ pub struct Problem {
     pub file: Option<String>,
     pub kind: ProblemKind,
     pub message: String,
+    /// In a tar-format backup, the archive the file is (or should be) in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// For [`ProblemKind::Page`]: which block and what is wrong with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<crate::PageProblem>,
+}
+
+impl Problem {
+    pub(crate) fn new(file: Option<&str>, kind: ProblemKind, message: String) -> Problem {
+        Problem {
+            file: file.map(str::to_string),
+            kind,
+            message,
+            archive: None,
+            page: None,
+        }
+    }
+}
+
+/// The backup's format (`-F`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupFormat {
+    #[default]
+    Plain,
+    Tar,
+}
+
+/// Whether data pages are checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PageChecks {
+    /// When the backup's `pg_control` says data checksums are on (and `-s` is not given).
+    #[default]
+    Auto,
+    /// Always; a problem when the cluster has no data checksums.
+    On,
+    Off,
+}
+
+/// Bytes done and to do, for `-P`: in a plain backup the bytes of the files checksummed, in a
+/// tar backup the bytes of the archive files read (compressed), as `pg_verifybackup` counts.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
 }
 
 /// Options, with `pg_verifybackup`'s names.
@@ -87,20 +140,36 @@ pub struct VerifyOptions {
     pub jobs: usize,
     /// `-n`: do not parse the WAL.
     pub no_parse_wal: bool,
-    /// `-w`: where the WAL is, when not `<backup>/pg_wal`.
+    /// `-w`: where the WAL is, when not `<backup>/pg_wal` (or, in a tar backup, `pg_wal.tar`
+    /// or the `pg_wal` directory inside `base.tar`).
     pub wal_directory: Option<PathBuf>,
+    /// `-F`: the format; `None`: tar when `PG_VERSION` is absent and an archive is there.
+    pub format: Option<BackupFormat>,
+    /// Data-page checks.
+    pub page_checks: PageChecks,
+    /// Updated as bytes are read, when given.
+    pub progress: Option<std::sync::Arc<Progress>>,
 }
 
 /// The outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     pub directory: PathBuf,
+    pub format: BackupFormat,
     pub files_in_manifest: u64,
     /// Files whose checksum was computed, and their bytes.
     pub files_checksummed: u64,
     pub bytes_checksummed: u64,
     /// WAL records parsed (0 with `-n`).
     pub wal_records: u64,
+    /// Whether data pages were checked, and if not why not.
+    pub page_checks: String,
+    /// Relation-file blocks read by the page checks (new pages and pages changed during the
+    /// backup included, though not checked).
+    pub pages_checked: u64,
+    /// Of those, new pages and pages changed during the backup (at or after its start LSN),
+    /// which are not checked.
+    pub pages_skipped: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -128,11 +197,8 @@ pub(crate) fn is_tar_backup(dir: &Path) -> bool {
     })
 }
 
-/// Verifies the plain backup in `dir`.
+/// Verifies the backup in `dir`, plain or tar.
 pub fn verify_backup(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
-    if is_tar_backup(dir) {
-        return Err(VerifyError::TarBackup(dir.to_path_buf()));
-    }
     let manifest_path = opts
         .manifest_path
         .clone()
@@ -141,6 +207,31 @@ pub fn verify_backup(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, V
         path: manifest_path.clone(),
         source,
     })?;
+    // As upstream, the directory must exist. Without -F, upstream 18 takes a directory
+    // without PG_VERSION for tar, so that a plain backup that lost PG_VERSION gets every
+    // entry reported as "not expected in a tar format backup"; here it is tar only when
+    // PG_VERSION is absent and an archive (`base.tar`, `<oid>.tar.gz`, ...) is there.
+    let names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(source) => {
+            return Err(VerifyError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let format = opts.format.unwrap_or_else(|| {
+        if !names.iter().any(|n| n == "PG_VERSION")
+            && names.iter().any(|n| crate::tar_check::is_archive_name(n))
+        {
+            BackupFormat::Tar
+        } else {
+            BackupFormat::Plain
+        }
+    });
     let mut ignore: Vec<PathBuf> = DEFAULT_IGNORE.iter().map(PathBuf::from).collect();
     ignore.extend(opts.ignore.iter().cloned());
     let mut v = Verifier {
@@ -152,19 +243,26 @@ pub fn verify_backup(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, V
         bad: HashSet::new(),
         report: VerifyReport {
             directory: dir.to_path_buf(),
+            format,
             files_in_manifest: manifest.files.len() as u64,
+            page_checks: "off".into(),
             ..VerifyReport::default()
         },
     };
+    if format == BackupFormat::Tar {
+        v.verify_tar(opts)?;
+        return Ok(v.report);
+    }
     v.walk(Path::new(""));
     if v.stop() {
         return Ok(v.report);
     }
     v.report_missing();
-    if v.stop() || opts.skip_checksums {
+    let pages = v.plain_page_geometry(opts);
+    if v.stop() || (opts.skip_checksums && pages.is_none()) {
         return Ok(v.report);
     }
-    v.check_checksums(opts.jobs)?;
+    v.check_checksums(opts, pages)?;
     if v.stop() || opts.no_parse_wal {
         return Ok(v.report);
     }
@@ -176,33 +274,111 @@ pub fn verify_backup(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, V
     Ok(v.report)
 }
 
-struct Verifier<'a> {
-    root: &'a Path,
-    manifest: &'a Manifest,
-    ignore: Vec<PathBuf>,
-    exit_on_error: bool,
+pub(crate) struct Verifier<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) manifest: &'a Manifest,
+    pub(crate) ignore: Vec<PathBuf>,
+    pub(crate) exit_on_error: bool,
     /// Manifest paths found on disk.
-    seen: HashSet<Vec<u8>>,
+    pub(crate) seen: HashSet<Vec<u8>>,
     /// Manifest paths already reported (wrong size): their checksum is not checked.
-    bad: HashSet<Vec<u8>>,
-    report: VerifyReport,
+    pub(crate) bad: HashSet<Vec<u8>>,
+    pub(crate) report: VerifyReport,
+}
+
+/// How many damaged pages are listed one by one; the rest are counted in one problem.
+pub(crate) const PAGE_PROBLEM_LIMIT: usize = 10_000;
+
+/// The start of the backup (the first WAL range's start): pages at or after it are not
+/// checked. Without WAL ranges every page is.
+pub(crate) fn backup_start_lsn(manifest: &Manifest) -> u64 {
+    manifest
+        .wal_ranges
+        .iter()
+        .map(|r| r.start.0)
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 impl Verifier<'_> {
-    fn stop(&self) -> bool {
+    pub(crate) fn stop(&self) -> bool {
         self.exit_on_error && !self.report.problems.is_empty()
     }
 
-    fn problem(&mut self, file: Option<&str>, kind: ProblemKind, message: String) {
-        self.report.problems.push(Problem {
-            file: file.map(str::to_string),
-            kind,
-            message,
-        });
+    pub(crate) fn problem(&mut self, file: Option<&str>, kind: ProblemKind, message: String) {
+        self.report.problems.push(Problem::new(file, kind, message));
     }
 
-    fn ignored(&self, rel: &Path) -> bool {
+    pub(crate) fn ignored(&self, rel: &Path) -> bool {
         self.ignore.iter().any(|i| rel.starts_with(i))
+    }
+
+    /// Whether (and with what geometry) to check pages of the plain backup, from its
+    /// `global/pg_control`; records the decision in the report.
+    fn plain_page_geometry(&mut self, opts: &VerifyOptions) -> Option<PageGeometry> {
+        let control = ControlFile::read(&self.root.join("global/pg_control")).ok();
+        self.decide_page_checks(opts, control.as_ref())
+    }
+
+    /// Shared by both formats: `control` is the backup's pg_control, when readable.
+    pub(crate) fn decide_page_checks(
+        &mut self,
+        opts: &VerifyOptions,
+        control: Option<&ControlFile>,
+    ) -> Option<PageGeometry> {
+        let want = match opts.page_checks {
+            PageChecks::Off => false,
+            PageChecks::Auto => !opts.skip_checksums,
+            PageChecks::On => true,
+        };
+        if !want {
+            self.report.page_checks = "off".into();
+            return None;
+        }
+        let Some(c) = control else {
+            self.report.page_checks = "off: no readable global/pg_control".into();
+            return None;
+        };
+        if !c.data_checksums_enabled() {
+            self.report.page_checks = "off: data checksums are not enabled in the cluster".into();
+            if opts.page_checks == PageChecks::On {
+                self.problem(
+                    Some("global/pg_control"),
+                    ProblemKind::Page,
+                    "data checksums are not enabled in cluster".into(),
+                );
+            }
+            return None;
+        }
+        self.report.page_checks = "on".into();
+        Some(PageGeometry {
+            blcksz: c.blcksz.get() as usize,
+            relseg_blocks: c.relseg_size.get(),
+            start_lsn: backup_start_lsn(self.manifest),
+        })
+    }
+
+    /// Adds the problems of one file's pages to the report.
+    pub(crate) fn page_problems(
+        &mut self,
+        file: &str,
+        archive: Option<&str>,
+        found: &[PageProblem],
+        more: u64,
+    ) {
+        for p in found {
+            let mut problem = Problem::new(Some(file), ProblemKind::Page, p.message(file));
+            problem.archive = archive.map(str::to_string);
+            problem.page = Some(*p);
+            self.report.problems.push(problem);
+        }
+        if more > 0 {
+            self.problem(
+                Some(file),
+                ProblemKind::Page,
+                format!("{more} more damaged block(s) in file \"{file}\" not listed"),
+            );
+        }
     }
 
     /// `verify_plain_backup_directory`: every entry below `rel`.
@@ -308,7 +484,7 @@ impl Verifier<'_> {
     }
 
     /// `report_extra_backup_files`: listed, not found, not ignored.
-    fn report_missing(&mut self) {
+    pub(crate) fn report_missing(&mut self) {
         let missing: Vec<String> = self
             .manifest
             .files
@@ -329,22 +505,39 @@ impl Verifier<'_> {
         }
     }
 
-    /// `verify_backup_checksums`: every file found with the right size and a checksum.
-    fn check_checksums(&mut self, jobs: usize) -> Result<(), VerifyError> {
-        let mut todo: Vec<(&[u8], &ManifestFile)> = self
+    /// `verify_backup_checksums`: every file found with the right size and a checksum; with
+    /// `pages`, the pages of relation files too, in the same read.
+    fn check_checksums(
+        &mut self,
+        opts: &VerifyOptions,
+        pages: Option<PageGeometry>,
+    ) -> Result<(), VerifyError> {
+        let sums = !opts.skip_checksums;
+        let mut todo: Vec<(&[u8], &ManifestFile, Option<RelationFile>)> = self
             .manifest
             .files
             .iter()
-            .map(|(k, m)| (k.as_ref(), m))
-            .filter(|(k, m)| {
+            .map(|(k, m)| {
+                let segno = pages
+                    .and(std::str::from_utf8(k).ok())
+                    .and_then(page_check::relation_file);
+                (k.as_ref(), m, segno)
+            })
+            .filter(|(k, m, segno)| {
                 self.seen.contains(*k)
                     && !self.bad.contains(*k)
-                    && m.checksum_type != ChecksumType::None
+                    && ((sums && m.checksum_type != ChecksumType::None) || segno.is_some())
             })
             .collect();
         // Biggest first, so one large file does not start last and leave workers idle.
-        todo.sort_by_key(|(_, m)| std::cmp::Reverse(m.size));
-        let threads = match jobs {
+        todo.sort_by_key(|(_, m, _)| std::cmp::Reverse(m.size));
+        let progress = opts.progress.clone();
+        if let Some(p) = &progress {
+            let total: u64 = todo.iter().map(|(_, m, _)| m.size).sum();
+            p.total
+                .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+        }
+        let threads = match opts.jobs {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
@@ -354,18 +547,54 @@ impl Verifier<'_> {
             .build()
             .map_err(|e| VerifyError::Threads(e.to_string()))?;
         let root = self.root;
-        let results: Vec<Option<Problem>> = pool.install(|| {
+        let results: Vec<FileResult> = pool.install(|| {
             todo.par_iter()
                 .map_init(
                     || AlignedBuf::new(1 << 20),
-                    |buf, (key, m)| checksum_file(root, key, m, buf),
+                    |buf, (key, m, segno)| {
+                        let check = CheckFile {
+                            root,
+                            key,
+                            m,
+                            sum: sums,
+                            pages: pages.zip(*segno),
+                            progress: progress.as_deref(),
+                        };
+                        check.run(buf)
+                    },
                 )
                 .collect()
         });
-        self.report.files_checksummed = todo.len() as u64;
-        self.report.bytes_checksummed = todo.iter().map(|(_, m)| m.size).sum();
-        let mut found: Vec<Problem> = results.into_iter().flatten().collect();
-        found.sort_by(|a, b| a.file.cmp(&b.file));
+        let summed: Vec<&(&[u8], &ManifestFile, Option<RelationFile>)> = todo
+            .iter()
+            .filter(|(_, m, _)| sums && m.checksum_type != ChecksumType::None)
+            .collect();
+        self.report.files_checksummed = summed.len() as u64;
+        self.report.bytes_checksummed = summed.iter().map(|(_, m, _)| m.size).sum();
+        let mut results = results;
+        results.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut found: Vec<Problem> = Vec::new();
+        for r in results {
+            self.report.pages_checked += r.pages_checked;
+            self.report.pages_skipped += r.pages_skipped;
+            found.extend(r.problem);
+            let name = r.name;
+            for p in &r.page_problems {
+                let mut problem = Problem::new(Some(&name), ProblemKind::Page, p.message(&name));
+                problem.page = Some(*p);
+                found.push(problem);
+            }
+            if r.more_page_problems > 0 {
+                found.push(Problem::new(
+                    Some(&name),
+                    ProblemKind::Page,
+                    format!(
+                        "{} more damaged block(s) in file \"{name}\" not listed",
+                        r.more_page_problems
+                    ),
+                ));
+            }
+        }
         if self.exit_on_error {
             found.truncate(1);
         }
@@ -382,6 +611,15 @@ impl Verifier<'_> {
         let segment_size = ControlFile::read(&self.root.join("global/pg_control"))
             .ok()
             .map(|c| c.xlog_seg_size.as_u64());
+        self.parse_wal_from(segment_size, || pgincr_wal::DirectorySource::new(wal_dir));
+    }
+
+    /// `parse_required_wal` over any source: `source` makes one per range.
+    pub(crate) fn parse_wal_from<S: pgincr_wal::WalSource>(
+        &mut self,
+        segment_size: Option<u64>,
+        mut source: impl FnMut() -> S,
+    ) {
         for range in &self.manifest.wal_ranges {
             if self.stop() {
                 return;
@@ -390,8 +628,7 @@ impl Verifier<'_> {
             ro.end = Some(range.end);
             ro.system_identifier = self.manifest.system_identifier;
             ro.segment_size = segment_size;
-            let source = pgincr_wal::DirectorySource::new(wal_dir);
-            let result = pgincr_wal::WalReader::new(source, ro).and_then(|reader| {
+            let result = pgincr_wal::WalReader::new(source(), ro).and_then(|reader| {
                 let mut n = 0u64;
                 for record in reader {
                     record?;
@@ -411,47 +648,106 @@ impl Verifier<'_> {
     }
 }
 
-/// Checks one file's checksum; `Some` problem when it differs or cannot be read.
-fn checksum_file(
-    root: &Path,
-    key: &[u8],
-    m: &ManifestFile,
-    buf: &mut AlignedBuf,
-) -> Option<Problem> {
-    let name = String::from_utf8_lossy(key).into_owned();
-    let path = root.join(std::ffi::OsStr::from_bytes(key));
-    let unreadable = |what: String| Problem {
-        file: Some(name.clone()),
-        kind: ProblemKind::Unreadable,
-        message: what,
-    };
-    let file = match ReadFile::open(&path, true) {
-        Ok(f) => f,
-        Err(e) => return Some(unreadable(format!("could not open file \"{name}\": {e}"))),
-    };
-    let mut sum = Checksummer::new(m.checksum_type);
-    let mut offset = 0u64;
-    while offset < m.size {
-        let n = (m.size - offset).min(buf.len() as u64) as usize;
-        let Some(chunk) = buf.get_mut(..n) else {
-            break;
+/// One file of a plain backup to read: its checksum, its pages, or both.
+struct CheckFile<'a> {
+    root: &'a Path,
+    key: &'a [u8],
+    m: &'a ManifestFile,
+    sum: bool,
+    /// The page geometry and what the file is, when its pages are checked.
+    pages: Option<(PageGeometry, RelationFile)>,
+    progress: Option<&'a Progress>,
+}
+
+/// What reading one file found.
+struct FileResult {
+    name: String,
+    problem: Option<Problem>,
+    pages_checked: u64,
+    pages_skipped: u64,
+    page_problems: Vec<PageProblem>,
+    more_page_problems: u64,
+}
+
+impl CheckFile<'_> {
+    fn run(&self, buf: &mut AlignedBuf) -> FileResult {
+        let name = String::from_utf8_lossy(self.key).into_owned();
+        let mut result = FileResult {
+            name: name.clone(),
+            problem: None,
+            pages_checked: 0,
+            pages_skipped: 0,
+            page_problems: Vec::new(),
+            more_page_problems: 0,
         };
-        if let Err(e) = file.read_exact_at(chunk, offset) {
-            return Some(unreadable(format!(
-                "could not read file \"{name}\": {e} (at byte {offset} of {})",
-                m.size
-            )));
+        let mut pages = self
+            .pages
+            .map(|(g, file)| FilePages::new(g, file, self.m.size, PAGE_PROBLEM_LIMIT));
+        result.problem = self.read(&name, buf, pages.as_mut());
+        if let Some(mut p) = pages {
+            if result
+                .problem
+                .as_ref()
+                .is_none_or(|p| p.kind == ProblemKind::Checksum)
+            {
+                p.finish();
+            }
+            result.pages_checked = p.checked;
+            result.pages_skipped = p.skipped;
+            result.page_problems = p.problems;
+            result.more_page_problems = p.more;
         }
-        sum.update(chunk);
-        offset += n as u64;
+        result
     }
-    let computed = sum.finish()?;
-    if *computed.bytes == *m.checksum {
-        return None;
+
+    /// Reads the file once; `Some` problem when its checksum differs or it cannot be read.
+    fn read(
+        &self,
+        name: &str,
+        buf: &mut AlignedBuf,
+        mut pages: Option<&mut FilePages>,
+    ) -> Option<Problem> {
+        let path = self.root.join(std::ffi::OsStr::from_bytes(self.key));
+        let unreadable = |what: String| Problem::new(Some(name), ProblemKind::Unreadable, what);
+        let file = match ReadFile::open(&path, true) {
+            Ok(f) => f,
+            Err(e) => return Some(unreadable(format!("could not open file \"{name}\": {e}"))),
+        };
+        let size = self.m.size;
+        let mut sum = Checksummer::new(if self.sum {
+            self.m.checksum_type
+        } else {
+            ChecksumType::None
+        });
+        let mut offset = 0u64;
+        while offset < size {
+            let n = (size - offset).min(buf.len() as u64) as usize;
+            let Some(chunk) = buf.get_mut(..n) else {
+                break;
+            };
+            if let Err(e) = file.read_exact_at(chunk, offset) {
+                return Some(unreadable(format!(
+                    "could not read file \"{name}\": {e} (at byte {offset} of {size})"
+                )));
+            }
+            sum.update(chunk);
+            if let Some(p) = pages.as_deref_mut() {
+                p.feed(chunk);
+            }
+            if let Some(p) = self.progress {
+                p.done
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            offset += n as u64;
+        }
+        let computed = sum.finish()?;
+        if *computed.bytes == *self.m.checksum {
+            return None;
+        }
+        Some(Problem::new(
+            Some(name),
+            ProblemKind::Checksum,
+            format!("checksum mismatch for file \"{name}\""),
+        ))
     }
-    Some(Problem {
-        file: Some(name.clone()),
-        kind: ProblemKind::Checksum,
-        message: format!("checksum mismatch for file \"{name}\""),
-    })
 }

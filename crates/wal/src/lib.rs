@@ -6,6 +6,9 @@
 //! ([`decode`]), where segments come from ([`source`]) and the validating reader that walks
 //! records from a start LSN to an end LSN or to the end of WAL ([`reader`]). The segment writer
 //! and the WAL receiver move in here later.
+//! The WAL archive lives here too: pushing a file into an archive directory and getting it out
+//! ([`archive`], for `archive_command` / `restore_command`), and timeline history files and
+//! which WAL an archive holds without a gap ([`gap`]).
 //!
 //! The reader checks what PostgreSQL's `xlogreader.c` checks (page magic, info bits, page
 //! address, timeline order, the long header of a segment's first page, continuation lengths,
@@ -28,8 +31,10 @@
 //! # Ok::<(), pgincr_wal::WalError>(())
 //! ```
 
+pub mod archive;
 pub mod decode;
 pub mod error;
+pub mod gap;
 pub mod page;
 pub mod reader;
 pub mod record;

@@ -1,23 +1,24 @@
-//! Archive outputs for tar format: plain, or compressed on the client with several threads.
+//! Archive outputs: plain, or compressed on the client with several threads.
 //!
 //! gzip and lz4 split the input into blocks compressed in parallel and written in order:
 //! gzip as one member of raw-deflate pieces (each ended by a sync flush, the last by a final
 //! block, like pigz), lz4 as one frame of independent blocks. zstd uses libzstd's own workers.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::options::{Algorithm, Compression};
+use crate::compression::Compression;
 use pgincr_io::SeqWriter;
 
 /// Where an archive's bytes go.
 pub trait ArchiveOut: Send {
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
-    /// Flushes and ends the stream (trailers); the file is not fsynced here.
-    fn finish(self: Box<Self>) -> io::Result<()>;
+    /// Flushes and ends the stream (trailers) and returns the file; it is not fsynced here.
+    fn finish(self: Box<Self>) -> io::Result<File>;
 }
 
 /// Uncompressed: each received chunk goes to the file's writer as it is.
@@ -27,8 +28,8 @@ impl ArchiveOut for PlainOut {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
     }
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.finish().map(drop)
+    fn finish(self: Box<Self>) -> io::Result<File> {
+        self.0.finish()
     }
 }
 
@@ -38,8 +39,8 @@ impl ArchiveOut for ZstdOut {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
     }
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.finish()?.finish().map(drop)
+    fn finish(self: Box<Self>) -> io::Result<File> {
+        self.0.finish()?.finish()
     }
 }
 
@@ -50,10 +51,10 @@ impl ArchiveOut for Lz4Out {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
     }
-    fn finish(self: Box<Self>) -> io::Result<()> {
+    fn finish(self: Box<Self>) -> io::Result<File> {
         let (w, r) = self.0.finish();
         r?;
-        w.finish().map(drop)
+        w.finish()
     }
 }
 
@@ -61,42 +62,40 @@ impl ArchiveOut for Lz4Out {
 /// blocks for direct I/O), so no further buffering is needed.
 pub fn open(
     out: SeqWriter,
-    compression: Option<Compression>,
+    compression: Compression,
     threads: usize,
 ) -> io::Result<Box<dyn ArchiveOut>> {
-    let Some(c) = compression else {
-        return Ok(Box::new(PlainOut(out)));
-    };
     let w = out;
     let threads = threads.max(1);
-    Ok(match c.algorithm {
-        Algorithm::Zstd => {
-            let mut e = zstd::stream::write::Encoder::new(w, c.level.unwrap_or(3))?;
+    Ok(match compression {
+        Compression::None => Box::new(PlainOut(w)),
+        Compression::Zstd(level) => {
+            let mut e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3))?;
             if threads > 1 {
                 e.multithread(threads as u32)?;
             }
             Box::new(ZstdOut(e))
         }
-        Algorithm::Gzip => {
+        Compression::Gzip(level) => {
             let codec = Gzip {
-                level: c.level.unwrap_or(6) as u32,
+                level: level.unwrap_or(6) as u32,
             };
             Box::new(Parallel::new(w, Arc::new(codec), threads, 1 << 20)?)
         }
         // With two threads or fewer, lz4 is never the bottleneck (the server needs a core),
         // and the parallel form costs a copy into its blocks: stream instead, like upstream.
-        Algorithm::Lz4 if threads <= 2 => Box::new(Lz4Out(
+        Compression::Lz4(level) if threads <= 2 => Box::new(Lz4Out(
             lz4::EncoderBuilder::new()
                 .block_size(lz4::BlockSize::Max256KB)
                 .block_mode(lz4::BlockMode::Linked)
                 .checksum(lz4::ContentChecksum::NoChecksum)
                 .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
-                .level(c.level.unwrap_or(0).max(0) as u32)
+                .level(level.unwrap_or(0).max(0) as u32)
                 .build(w)?,
         )),
-        Algorithm::Lz4 => {
+        Compression::Lz4(level) => {
             let codec = Lz4 {
-                level: c.level.unwrap_or(0),
+                level: level.unwrap_or(0),
             };
             Box::new(Parallel::new(w, Arc::new(codec), threads, LZ4_BLOCK)?)
         }
@@ -373,7 +372,7 @@ impl ArchiveOut for Parallel {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> io::Result<()> {
+    fn finish(mut self: Box<Self>) -> io::Result<File> {
         self.submit(true)?;
         while self.next_write < self.next_seq {
             self.collect_one()?;
@@ -385,7 +384,7 @@ impl ArchiveOut for Parallel {
         let t = self.codec.trailer(self.crc.sum(), self.len);
         let mut out = self.out;
         out.write_all(&t)?;
-        out.finish().map(drop)
+        out.finish()
     }
 }
 
@@ -394,21 +393,13 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn roundtrip(alg: Algorithm, threads: usize) -> Vec<u8> {
+    fn roundtrip(alg: Compression, threads: usize) -> Vec<u8> {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x");
         let data: Vec<u8> = (0..5_000_000u32)
             .flat_map(|i| ((i / 7) as u16).to_le_bytes())
             .collect();
-        let mut o = open(
-            SeqWriter::create(&p, 0o600, true).unwrap(),
-            Some(Compression {
-                algorithm: alg,
-                level: None,
-            }),
-            threads,
-        )
-        .unwrap();
+        let mut o = open(SeqWriter::create(&p, 0o600, true).unwrap(), alg, threads).unwrap();
         for c in data.chunks(32768) {
             o.write(c).unwrap();
         }
@@ -416,16 +407,18 @@ mod tests {
         let f = std::fs::File::open(&p).unwrap();
         let mut back = Vec::new();
         match alg {
-            Algorithm::Gzip => flate2::read::GzDecoder::new(f)
+            Compression::Gzip(_) => flate2::read::GzDecoder::new(f)
                 .read_to_end(&mut back)
                 .unwrap(),
-            Algorithm::Lz4 => lz4_flex::frame::FrameDecoder::new(f)
-                .read_to_end(&mut back)
-                .unwrap(),
-            Algorithm::Zstd => zstd::stream::read::Decoder::new(f)
+            Compression::Lz4(_) => lz4::Decoder::new(f)
                 .unwrap()
                 .read_to_end(&mut back)
                 .unwrap(),
+            Compression::Zstd(_) => zstd::stream::read::Decoder::new(f)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap(),
+            Compression::None => std::io::copy(&mut { f }, &mut back).unwrap() as usize,
         };
         assert!(
             back == data,
@@ -436,12 +429,18 @@ mod tests {
 
     #[test]
     fn codecs_round_trip() {
-        for alg in [Algorithm::Gzip, Algorithm::Lz4, Algorithm::Zstd] {
+        for alg in [
+            Compression::None,
+            Compression::Gzip(None),
+            Compression::Lz4(None),
+            Compression::Zstd(None),
+        ] {
             roundtrip(alg, 1);
             roundtrip(alg, 3);
         }
         // lz4 with 2 threads takes the streaming path.
-        roundtrip(Algorithm::Lz4, 2);
+        roundtrip(Compression::Lz4(None), 2);
+        roundtrip(Compression::Lz4(Some(9)), 3);
     }
 
     #[test]

@@ -1,19 +1,48 @@
-//! Streaming extraction of one server archive into a directory (plain format).
+//! Streaming extraction of one archive into a directory: the plain format of a backup, fed
+//! by `BASE_BACKUP` chunk by chunk, or an archive file ([`unpack`]).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::fs::DirBuilder;
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
 use pgincr_io::SeqWriter;
 
-use crate::error::{BackupError, Result};
-use crate::staging::{create_writer, mkdir_0700};
-use crate::tar::{self, Kind, BLOCK};
+use crate::error::{ArchiveError, Result};
+use crate::header::{self as tar, Kind, BLOCK};
+use crate::Compression;
+
+/// Creates a new file for sequential writing, mode 0600 (an existing file is an error), with
+/// direct I/O if `direct`, the file system allows it and the file is expected to be large.
+fn create_writer(path: &Path, direct: bool, expected_len: u64) -> Result<SeqWriter> {
+    SeqWriter::create_sized(path, 0o600, direct, expected_len)
+        .map_err(ArchiveError::io("could not create file", path))
+}
+
+fn mkdir_0700(path: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(ArchiveError::io("could not create directory", path))
+}
 
 enum State {
     Header,
     Body { remaining: u64, pad: u64 },
     Pad(u64),
     End,
+}
+
+/// A regular file's size and checksum as it went through an [`Extractor`] (see
+/// [`Extractor::with_checksums`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSum {
+    /// The member's name (normalised, relative to the archive's root).
+    pub name: String,
+    pub size: u64,
+    pub checksum: Option<pgincr_types::checksum::Checksum>,
 }
 
 /// Extracts tar bytes fed in arbitrary chunks. Symlink targets (tablespaces) go through
@@ -32,6 +61,10 @@ pub struct Extractor {
     direct: bool,
     pub files: u64,
     pub bytes: u64,
+    /// With [`Extractor::with_checksums`]: the kind, the file being read, and the finished.
+    sum_kind: Option<pgincr_types::checksum::ChecksumType>,
+    cur_sum: Option<(String, u64, pgincr_types::checksum::Checksummer)>,
+    sums: Vec<FileSum>,
 }
 
 impl Extractor {
@@ -54,11 +87,36 @@ impl Extractor {
             direct,
             files: 0,
             bytes: 0,
+            sum_kind: None,
+            cur_sum: None,
+            sums: Vec::new(),
         }
     }
 
-    fn err(&self, msg: impl Into<String>) -> BackupError {
-        BackupError::Archive {
+    /// Also computes each regular file's checksum of `kind` as it is written, so a backup can
+    /// be checked against its manifest without reading it back ([`Extractor::take_sums`]).
+    pub fn with_checksums(mut self, kind: pgincr_types::checksum::ChecksumType) -> Self {
+        self.sum_kind = Some(kind);
+        self
+    }
+
+    /// The sizes and checksums of the files extracted so far (with checksums on).
+    pub fn take_sums(&mut self) -> Vec<FileSum> {
+        std::mem::take(&mut self.sums)
+    }
+
+    fn end_sum(&mut self) {
+        if let Some((name, size, c)) = self.cur_sum.take() {
+            self.sums.push(FileSum {
+                name,
+                size,
+                checksum: c.finish(),
+            });
+        }
+    }
+
+    fn err(&self, msg: impl Into<String>) -> ArchiveError {
+        ArchiveError::Malformed {
             archive: self.archive.clone(),
             offset: self.offset,
             msg: msg.into(),
@@ -88,15 +146,21 @@ impl Extractor {
                     let (body, rest) = split_prefix(data, n);
                     if let Some((f, p)) = self.file.as_mut() {
                         f.write_all(body)
-                            .map_err(|e| BackupError::io(p.as_path(), e))?;
+                            .map_err(ArchiveError::io("could not write file", p.as_path()))?;
+                    }
+                    if let Some((_, _, c)) = self.cur_sum.as_mut() {
+                        c.update(body);
                     }
                     self.bytes += n as u64;
                     self.offset += n as u64;
                     data = rest;
                     let left = remaining - n as u64;
                     if left == 0 {
+                        self.end_sum();
                         if let Some((f, p)) = self.file.take() {
-                            let f = f.finish().map_err(|e| BackupError::io(p.as_path(), e))?;
+                            let f = f
+                                .finish()
+                                .map_err(ArchiveError::io("could not write file", p.as_path()))?;
                             // Start writing it back now, so the final fsync finds it clean.
                             pgincr_io::start_writeback(&f);
                         }
@@ -160,8 +224,19 @@ impl Extractor {
                     }
                 }
                 let f = create_writer(&path, self.direct, h.size)?;
+                if let Some(kind) = self.sum_kind {
+                    self.cur_sum = Some((
+                        h.name.clone(),
+                        h.size,
+                        pgincr_types::checksum::Checksummer::new(kind),
+                    ));
+                    if h.size == 0 {
+                        self.end_sum();
+                    }
+                }
                 if h.size == 0 {
-                    f.finish().map_err(|e| BackupError::io(&path, e))?;
+                    f.finish()
+                        .map_err(ArchiveError::io("could not write file", &path))?;
                 } else {
                     self.file = Some((f, path));
                 }
@@ -188,7 +263,7 @@ impl Extractor {
                     .find(|(old, _)| *old == h.link)
                     .map_or(h.link.clone(), |(_, new)| new.clone());
                 std::os::unix::fs::symlink(&target, &path)
-                    .map_err(|e| BackupError::io(&path, e))?;
+                    .map_err(ArchiveError::io("could not create symbolic link", &path))?;
                 self.links.insert(h.name.clone());
             }
             Kind::Other(t) => {
@@ -239,6 +314,38 @@ impl Extractor {
     }
 }
 
+/// Extracts the archive file `archive` (uncompressed, or compressed as its name says:
+/// `.gz`, `.lz4`, `.zst`) into `dest`, with the [`Extractor`]'s checks; returns the number of
+/// regular files written.
+pub fn unpack(archive: &Path, dest: &Path) -> Result<u64> {
+    let name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let compression = Compression::split_archive_name(&name).map_or(Compression::None, |(_, c)| c);
+    let read_err = |source| ArchiveError::Read {
+        archive: archive.to_path_buf(),
+        spill: None,
+        source,
+    };
+    let (file, _) = pgincr_types::bounded::open_regular(archive, u64::MAX, "archive")
+        .map_err(ArchiveError::Open)?;
+    let mut r = crate::decoder(file, compression).map_err(read_err)?;
+    let mut x = Extractor::new(dest.to_path_buf(), name, Vec::new(), false);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        x.feed(buf.get(..n).unwrap_or_default())?;
+    }
+    x.finish()?;
+    Ok(x.files)
+}
+
 /// `data` split after `n` bytes (all of it when shorter).
 fn split_prefix(data: &[u8], n: usize) -> (&[u8], &[u8]) {
     data.split_at_checked(n).unwrap_or((data, &[]))
@@ -276,6 +383,33 @@ mod tests {
         let mut y = Extractor::new(d.path().join("other"), "t.tar".into(), Vec::new(), false);
         y.feed(&t[..600]).unwrap();
         assert!(y.finish().is_err());
+    }
+
+    #[test]
+    fn unpacks_archive_files() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = Vec::new();
+        t.extend_from_slice(&tar::header(b"global", Kind::Dir, 0, 0o700, 0).unwrap());
+        t.extend_from_slice(&tar::file_header("global/pg_control", 3, 0).unwrap());
+        t.extend_from_slice(b"abc");
+        t.resize(t.len() + tar::padding(3) as usize, 0);
+        t.extend_from_slice(&[0u8; 1024]);
+        std::fs::write(d.path().join("base.tar"), &t).unwrap();
+        std::fs::write(
+            d.path().join("pg_wal.tar.zst"),
+            zstd::stream::encode_all(&t[..], 1).unwrap(),
+        )
+        .unwrap();
+        for n in ["base.tar", "pg_wal.tar.zst"] {
+            let out = d.path().join(format!("out-{n}"));
+            assert_eq!(unpack(&d.path().join(n), &out).unwrap(), 1);
+            assert_eq!(
+                std::fs::read(out.join("global/pg_control")).unwrap(),
+                b"abc"
+            );
+        }
+        std::fs::write(d.path().join("short.tar"), &t[..700]).unwrap();
+        assert!(unpack(&d.path().join("short.tar"), &d.path().join("x")).is_err());
     }
 
     /// A header of type `kind` ('2' symlink, '5' directory) with link target `link`.
