@@ -58,6 +58,9 @@ pub struct BackupOptions {
     /// Write backup files with direct I/O (bypassing the page cache) where the file system
     /// allows; off, every write goes through the page cache as pg_basebackup's do.
     pub direct_io: bool,
+    /// The caller ran [`crate::preflight_incremental`] for this `-i` manifest just before
+    /// (the rotation does, to decide): the SQL-session checks are not repeated.
+    pub server_checked: bool,
 }
 
 impl BackupOptions {
@@ -80,6 +83,7 @@ impl BackupOptions {
             create_slot: false,
             no_sync: false,
             direct_io: true,
+            server_checked: false,
         }
     }
 }

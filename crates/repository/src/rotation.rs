@@ -626,6 +626,8 @@ impl Step<'_> {
             Checkpoint::Spread
         };
         o.label = format!("pgincr {}", d.name);
+        // `decide` ran the same checks a moment ago for an incremental.
+        o.server_checked = d.kind == BackupKind::Incremental;
         o.progress = self.opts.progress.clone();
         let summary = pgincr_backup::run(o, cancel).await.map_err(Taken::Backup)?;
         self.report
