@@ -81,18 +81,24 @@ impl Env {
             "restore {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let r = Cluster::start_on(self.c.major(), &dir).expect("installed");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while r.sql("SELECT pg_is_in_recovery()") != "f" {
-            assert!(
-                Instant::now() < deadline,
-                "recovery did not end:\n{}",
-                r.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let r = promoted(self.c.major(), &dir);
         r.sql("SELECT string_agg(DISTINCT tag, ',' ORDER BY tag) FROM pitr")
     }
+}
+
+/// Starts a restored directory and waits until recovery has ended (promoted).
+fn promoted(major: Major, dir: &std::path::Path) -> Cluster {
+    let r = Cluster::start_on(major, dir).expect("installed");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while r.sql("SELECT pg_is_in_recovery()") != "f" {
+        assert!(
+            Instant::now() < deadline,
+            "recovery did not end:\n{}",
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    r
 }
 
 fn setup(major: Major) -> Option<Env> {
@@ -212,12 +218,7 @@ fn restores(major: Major) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = Cluster::start_on(major, &dir).expect("installed");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while r.sql("SELECT pg_is_in_recovery()") != "f" {
-        assert!(Instant::now() < deadline, "{}", r.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let r = promoted(major, &dir);
     assert_eq!(r.sql("SELECT count(*) FROM dropped"), "50");
     drop(r);
     // --immediate: the newest backup's consistency point (a..d, the incremental's state).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pgincr_protocol::Connection;
 use serde::Serialize;
 
-use crate::config::{Config, ServerConfig};
+use crate::config::Config;
 use crate::rotation::{connection, Repository, RunError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,7 +97,7 @@ pub async fn check(
     check_replication(&conn, &mut r).await;
     match sql_connection(&conn).await {
         Ok(mut c) => {
-            check_settings(&mut c, sc, &repo, &mut r).await;
+            check_settings(&mut c, &repo, &mut r).await;
             check_archiving(&mut c, &repo, archive_timeout, &mut r).await;
             let _ = c.close().await;
         }
@@ -238,12 +238,7 @@ async fn show(c: &mut Connection, name: &str) -> Option<String> {
     sets.first()?.text(0, 0).map(str::to_string)
 }
 
-async fn check_settings(
-    c: &mut Connection,
-    sc: &ServerConfig,
-    repo: &Repository,
-    r: &mut CheckReport,
-) {
+async fn check_settings(c: &mut Connection, repo: &Repository, r: &mut CheckReport) {
     let major = c.server_major().unwrap_or(0);
     if major >= 17 {
         r.ok("version", format!("PostgreSQL {major}"));
@@ -303,7 +298,6 @@ async fn check_settings(
             suggested,
         );
     }
-    let _ = sc;
     let role = c
         .simple_query("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user")
         .await

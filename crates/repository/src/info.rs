@@ -75,17 +75,44 @@ pub fn archive_scan(repo: &Repository, seg_size: u64) -> DirScan {
     }
 }
 
+/// How many files the scanned archive holds.
+fn archive_files(scan: &pgincr_wal::gap::ArchiveScan) -> usize {
+    let segments: u64 = scan
+        .timelines
+        .values()
+        .flat_map(|runs| runs.iter().map(|r| r.segments()))
+        .sum();
+    usize::try_from(segments).unwrap_or(usize::MAX)
+        + scan.histories.len()
+        + scan.partials.len()
+        + scan.backup_files.len()
+        + scan.temporary.len()
+        + scan.unrecognized.len()
+}
+
 /// The WAL segment size of the cluster, from a plain backup's pg_control; 16 MB otherwise.
 pub fn segment_size(repo: &Repository, catalog: &Catalog) -> u64 {
-    for b in catalog.backups.iter().rev() {
-        let p = repo.backup_path(&b.name).join("global/pg_control");
-        if let Ok(bytes) = pgincr_types::read_bounded(&p, 1 << 20, "pg_control") {
-            if let Ok(c) = pgincr_types::ControlFile::parse(&bytes, &p) {
-                return u64::from(c.xlog_seg_size);
-            }
-        }
-    }
-    16 << 20
+    segment_size_of(
+        catalog
+            .backups
+            .iter()
+            .rev()
+            .map(|b| repo.backup_path(&b.name)),
+    )
+}
+
+/// The WAL segment size from the first of `dirs` that is a plain backup (its pg_control);
+/// 16 MB when none is.
+pub fn segment_size_of(dirs: impl IntoIterator<Item = std::path::PathBuf>) -> u64 {
+    dirs.into_iter()
+        .find_map(|d| {
+            let p = d.join("global/pg_control");
+            let bytes = pgincr_types::read_bounded(&p, 1 << 20, "pg_control").ok()?;
+            pgincr_types::ControlFile::parse(&bytes, &p)
+                .ok()
+                .map(|c| u64::from(c.xlog_seg_size))
+        })
+        .unwrap_or(16 << 20)
 }
 
 /// Follows the archive from `oldest`'s start the way recovery does (the history files
@@ -180,31 +207,27 @@ pub fn info(
             backups,
         })
         .collect();
-    let names = repo.wal_names()?;
     let seg_size = segment_size(repo, catalog);
-    let newest_wal = names
-        .iter()
-        .filter(|n| {
-            let base = [".zst", ".lz4", ".gz"]
-                .iter()
-                .find_map(|s| n.strip_suffix(s))
-                .unwrap_or(n);
-            pgincr_wal::segment_name::parse_segment_file_name(base, seg_size).is_some()
-        })
-        .max_by_key(|n| {
-            // Segment number first, timeline second: the newest WAL, not the newest name.
-            let base = n.get(..24).unwrap_or(n);
-            pgincr_wal::segment_name::parse_segment_file_name(base, seg_size).map(|(t, s)| (s, t))
-        })
-        .cloned();
-    let newest_wal_time = newest_wal.as_ref().and_then(|n| {
-        std::fs::metadata(repo.wal_dir().join(n))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_secs()).ok())
-    });
+    // One listing of the archive serves the counts, the newest segment and the window.
     let scan = archive_scan(repo, seg_size);
+    let archived_wal_files = archive_files(&scan.scan);
+    // The highest segment number, on its newest timeline: the newest WAL, not the newest name.
+    let newest_wal = scan
+        .scan
+        .timelines
+        .iter()
+        .filter_map(|(tli, runs)| runs.last().map(|r| (r.last, *tli)))
+        .max()
+        .map(|(segno, tli)| scan.scan.name(tli, segno));
+    let newest_wal_time = newest_wal.as_ref().and_then(|n| {
+        ["", ".zst", ".lz4", ".gz"].iter().find_map(|suffix| {
+            std::fs::metadata(repo.wal_dir().join(format!("{n}{suffix}")))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_secs()).ok())
+        })
+    });
     let window = catalog
         .backups
         .iter()
@@ -270,7 +293,7 @@ pub fn info(
         server: repo.server().to_string(),
         repository: repo.server_dir().display().to_string(),
         repository_bytes: repo.storage().size(repo.server()).unwrap_or(0),
-        archived_wal_files: names.len(),
+        archived_wal_files,
         newest_wal,
         newest_wal_time,
         rounds,

@@ -90,7 +90,7 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub fn new(server: &str, now: i64, dry_run: bool, _max: u32) -> RunReport {
+    pub fn new(server: &str, now: i64, dry_run: bool) -> RunReport {
         RunReport {
             server: server.to_string(),
             status: RunStatus::Failure,
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn failure_report_exits_one_and_names_the_error() {
-        let mut r = RunReport::new("main", 1_737_608_402, false, 6);
+        let mut r = RunReport::new("main", 1_737_608_402, false);
         r.error = Some("cannot connect to the server: refused".into());
         assert_eq!(r.exit_code(), 1);
         assert!(r.text().contains("FAILURE"));

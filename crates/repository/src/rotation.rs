@@ -214,7 +214,7 @@ pub async fn run(
     let conn = connection(sc)?;
     let repo = Repository::new(&config.repository.path, server);
     let started = Instant::now();
-    let mut report = RunReport::new(server, opts.now, opts.dry_run, sc.max_incrementals);
+    let mut report = RunReport::new(server, opts.now, opts.dry_run);
     let exists = repo.server_dir().is_dir();
     if !opts.dry_run {
         repo.create_dirs().map_err(|e| {

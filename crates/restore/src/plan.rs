@@ -82,16 +82,7 @@ pub fn plan_dirs(
         .last()
         .map(|b| b.name.clone())
         .ok_or_else(|| RestoreError::Plan("no backup directories given".into()))?;
-    let seg_size = dirs
-        .iter()
-        .find_map(|d| {
-            let p = d.join("global/pg_control");
-            let b = pgincr_types::read_bounded(&p, 1 << 20, "pg_control").ok()?;
-            pgincr_types::ControlFile::parse(&b, &p)
-                .ok()
-                .map(|c| u64::from(c.xlog_seg_size))
-        })
-        .unwrap_or(16 << 20);
+    let seg_size = pgincr_repository::info::segment_size_of(dirs.iter().cloned());
     let scan = pgincr_wal::gap::scan_dir(archive, Some(seg_size)).map_err(|e| {
         RestoreError::Plan(format!(
             "reading the WAL archive {}: {e}",
